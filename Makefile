@@ -1,0 +1,58 @@
+# Every target creates .venv when it is missing, so a fresh clone needs only `make demo` / `make test`.
+# GPU machines: `make install GPU=1` (tensorflow[and-cuda] and Horovod with NCCL).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+GPU    ?= 0
+
+ifeq ($(GPU),1)
+TF_EXTRA        := gpu
+HOROVOD_GPU_ENV := HOROVOD_GPU_OPERATIONS=NCCL
+else
+TF_EXTRA        := cpu
+HOROVOD_GPU_ENV :=
+endif
+
+# Horovod is compiled against the TensorFlow already in the venv; build isolation would hide it and
+# yield a Horovod without TensorFlow ops. pip caches the built wheel, so only the first build is slow.
+HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+               HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 $(HOROVOD_GPU_ENV)
+STAMP := $(VENV)/.installed-$(TF_EXTRA)
+
+.PHONY: install demo test test-fast bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip "setuptools>=69" wheel
+	$(BIN)/pip install -e ".[$(TF_EXTRA),dev]"
+	$(HOROVOD_ENV) $(BIN)/pip install --no-build-isolation -e ".[$(TF_EXTRA),horovod,dev]"
+	$(BIN)/shipyard doctor
+	touch $@
+
+demo: install
+	$(BIN)/shipyard train examples/demo.yaml
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow and not multinode"
+
+bench: install
+	$(BIN)/python bench/corpus.py
+	$(BIN)/python bench/training.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf .shipyard outputs .pytest_cache .ruff_cache

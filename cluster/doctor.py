@@ -1,0 +1,95 @@
+"""`shipyard doctor`: the versions and build flags that decide whether distributed training works.
+
+The first thing to run when a cluster misbehaves. The classic failure is a Horovod wheel built
+without TensorFlow ops (pip's build isolation hid TensorFlow) or without Gloo, which only shows up
+later as an obscure import or rendezvous error; the doctor names it and gives the one-line fix.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from dataclasses import dataclass, field
+
+HOROVOD_FIX = (
+    "reinstall Horovod against the installed TensorFlow: pip uninstall -y horovod &&"
+    " HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1"
+    " HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1"
+    " pip install --no-build-isolation --no-cache-dir horovod==0.28.1"
+)
+PACKAGES = ("ray", "tensorflow", "horovod", "pyarrow", "mlflow", "numpy", "pandas", "optuna")
+
+
+@dataclass
+class Report:
+    versions: dict[str, str | None]
+    horovod: dict[str, bool | str]
+    resources: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _version(dist: str) -> str | None:
+    names = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu")}.get(dist, (dist,))
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def horovod_build() -> dict[str, bool | str]:
+    """Horovod's build flags as its TensorFlow extension reports them."""
+    try:
+        import horovod.tensorflow as hvd
+    except ImportError as exc:
+        return {"tensorflow_ops": False, "error": str(exc).splitlines()[0]}
+    return {
+        "tensorflow_ops": True,
+        "gloo": bool(hvd.gloo_built()),
+        "nccl": bool(hvd.nccl_built()),
+        "mpi": bool(hvd.mpi_built()),
+        "cuda": bool(hvd.cuda_built()),
+    }
+
+
+def diagnose(address: str | None = None, *, check_cluster: bool = True) -> Report:
+    versions = {"python": platform.python_version()}
+    versions.update({name: _version(name) for name in PACKAGES})
+    report = Report(versions=versions, horovod={})
+    for name in ("ray", "tensorflow", "horovod", "pyarrow", "mlflow"):
+        if versions[name] is None:
+            report.problems.append(f"{name} is not installed: run `make install`")
+    if versions["horovod"]:
+        report.horovod = horovod_build()
+        if not report.horovod.get("tensorflow_ops"):
+            report.problems.append(f"Horovod has no TensorFlow ops: {HOROVOD_FIX}")
+        elif not report.horovod.get("gloo"):
+            report.problems.append(f"Horovod was built without Gloo: {HOROVOD_FIX}")
+    if check_cluster and versions["ray"]:
+        from shipyard.cluster.runtime import connect
+
+        report.resources = {
+            k: v for k, v in connect(address, log_to_driver=False).items() if k in ("CPU", "GPU")
+        }
+        report.resources.setdefault("GPU", 0.0)
+    return report
+
+
+def format_report(report: Report) -> str:
+    lines = ["versions:"]
+    lines += [
+        f"  {name:<11} {version or 'not installed'}" for name, version in report.versions.items()
+    ]
+    if report.horovod:
+        lines.append("horovod build:")
+        lines += [f"  {key:<15} {value}" for key, value in report.horovod.items()]
+    if report.resources:
+        lines.append("cluster:")
+        lines += [f"  {key:<11} {value:g}" for key, value in report.resources.items()]
+    lines += [f"problem: {p}" for p in report.problems] or ["ok"]
+    return "\n".join(lines)

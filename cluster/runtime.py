@@ -1,0 +1,130 @@
+"""Connect to Ray: start an embedded local cluster, or join a running one by address.
+
+This module is the one place that pins Ray Train to its V1 API (`RAY_TRAIN_V2_ENABLED=0`): the V2
+API refuses `HorovodTrainer`, and the switch is read when `ray.train` is first imported, so it is
+set on import of this module (every training path imports it before `ray.train`) and shipped to
+worker processes through the job's runtime environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from urllib.parse import urlparse
+
+from shipyard.errors import UserInputError
+
+WORKER_ENV = {
+    "RAY_TRAIN_V2_ENABLED": "0",
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter drowns the epoch lines
+}
+
+
+def ensure_train_v1() -> None:
+    """Select Ray Train's V1 API in this process; harmless when called again."""
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
+    if os.environ["RAY_TRAIN_V2_ENABLED"] != "0":
+        raise UserInputError(
+            "RAY_TRAIN_V2_ENABLED is set to "
+            f"{os.environ['RAY_TRAIN_V2_ENABLED']!r}; HorovodTrainer needs Ray Train's V1 API"
+            " (unset it or set it to 0)"
+        )
+
+
+ensure_train_v1()
+
+
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    log_to_driver: bool = True,
+) -> dict:
+    """Start an embedded Ray (no address, no RAY_ADDRESS) or join the cluster at `address`.
+
+    Returns Ray's view of the cluster's resources. Idempotent: when Ray is already initialized in
+    this process (a test's `ray.init(num_cpus=2)`, a Ray job's driver), it is reused as is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env_vars = _env_vars_not_set_by_job()
+    runtime_env = {"env_vars": env_vars} if env_vars else None
+    if address and address != "local":
+        _check_reachable(address)
+        ray.init(
+            address=address,
+            runtime_env=runtime_env,
+            log_to_driver=log_to_driver,
+            logging_level=logging.WARNING,
+        )
+    else:
+        # address="local" always starts a private cluster, even when a stale
+        # /tmp/ray/ray_current_cluster from a dead `ray start` is lying around.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            log_to_driver=log_to_driver,
+            logging_level=logging.WARNING,
+        )
+    _configure_progress()
+    return ray.cluster_resources()
+
+
+def _configure_progress() -> None:
+    """Ray Data's live progress bars on a terminal; in logs and CI, only warnings.
+
+    Without a terminal Ray Data prints a multi-line status block every few seconds, which buries
+    the lines that matter (the prepare summary, Keras epochs) in CI logs.
+    """
+    import sys
+
+    import ray.data
+
+    if not sys.stderr.isatty():
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _env_vars_not_set_by_job() -> dict[str, str]:
+    """WORKER_ENV minus what the Ray job running this driver already sets.
+
+    Inside a submitted job Ray merges the job's runtime_env with ray.init's and refuses any key
+    given by both (even with equal values); `shipyard submit` ships WORKER_ENV with the job.
+    """
+    job_json = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    job_env: dict = {}
+    if job_json:
+        try:
+            job_env = (json.loads(job_json).get("runtime_env") or {}).get("env_vars") or {}
+        except (ValueError, AttributeError):
+            job_env = {}
+    return {k: v for k, v in WORKER_ENV.items() if k not in job_env}
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds with a fix, instead of Ray's minute of retries, when nothing listens."""
+    if address == "auto":
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port or 6379
+    if parsed.scheme in ("ray",):
+        port = parsed.port or 10001
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc});"
+            " start one with `shipyard cluster up` or `ray start --head`, or omit the address"
+            " to use an embedded local cluster"
+        ) from None

@@ -1,0 +1,115 @@
+"""One tokenizer, two places: the encoding that writes the shards and the one in the exported model.
+
+Both are a Keras `TextVectorization` built by `build_vectorizer` from the manifest's vocabulary, and
+the vocabulary is counted with `tokenize`, which runs the very same standardize function and split
+mode. The standardize functions are TensorFlow graph code (RE2 regexes), registered as Keras
+serializable, so a SavedModel carries them and serving needs no shipyard code.
+
+Modes: `word` splits on whitespace after lowercasing and turning punctuation into spaces; `cjk`
+also makes every Han/Kana/Hangul character its own token while Latin words stay whole (mixed
+Chinese-English text works); `char` drops whitespace and punctuation and makes every character a
+token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import tensorflow as tf
+
+PAD, OOV = "", "[UNK]"
+PUNCT = r"[\p{P}\p{S}]"
+CJK = r"([\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}])"
+
+Mode = Literal["word", "char", "cjk"]
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    mode: Mode = "word"
+    lowercase: bool = True
+    sequence_length: int = 64
+    vocab_size: int = 20_000  # including the pad and OOV entries
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _lower(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.lower(x, encoding="utf-8")
+
+
+@tf.keras.utils.register_keras_serializable(package="shipyard")
+def standardize_word(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(_lower(x), PUNCT, " ")
+
+
+@tf.keras.utils.register_keras_serializable(package="shipyard")
+def standardize_word_cased(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(x, PUNCT, " ")
+
+
+@tf.keras.utils.register_keras_serializable(package="shipyard")
+def standardize_cjk(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(standardize_word(x), CJK, r" \1 ")
+
+
+@tf.keras.utils.register_keras_serializable(package="shipyard")
+def standardize_cjk_cased(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(standardize_word_cased(x), CJK, r" \1 ")
+
+
+@tf.keras.utils.register_keras_serializable(package="shipyard")
+def standardize_char(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(standardize_word(x), r"\s+", "")
+
+
+@tf.keras.utils.register_keras_serializable(package="shipyard")
+def standardize_char_cased(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(standardize_word_cased(x), r"\s+", "")
+
+
+_STANDARDIZE = {
+    ("word", True): standardize_word,
+    ("word", False): standardize_word_cased,
+    ("cjk", True): standardize_cjk,
+    ("cjk", False): standardize_cjk_cased,
+    ("char", True): standardize_char,
+    ("char", False): standardize_char_cased,
+}
+
+
+def _parts(settings: TokenizerSettings):
+    standardize = _STANDARDIZE[(settings.mode, settings.lowercase)]
+    split = "character" if settings.mode == "char" else "whitespace"
+    return standardize, split
+
+
+def tokenize(texts: Sequence[str] | np.ndarray, settings: TokenizerSettings) -> np.ndarray:
+    """All tokens of `texts`, flattened, exactly as the vectorizer sees them (for counting)."""
+    standardize, split = _parts(settings)
+    x = standardize(tf.constant(np.asarray(texts, dtype=object), dtype=tf.string))
+    tokens = tf.strings.unicode_split(x, "UTF-8") if split == "character" else tf.strings.split(x)
+    return tokens.flat_values.numpy()
+
+
+def build_vectorizer(vocabulary: Sequence[str], settings: TokenizerSettings):
+    """The encoding layer: raw strings -> int32 ids of fixed length (0 = pad, 1 = OOV)."""
+    standardize, split = _parts(settings)
+    layer = tf.keras.layers.TextVectorization(
+        standardize=standardize,
+        split=split,
+        output_mode="int",
+        output_sequence_length=settings.sequence_length,
+        vocabulary=list(vocabulary) if len(vocabulary) else None,
+        name="vectorize",
+    )
+    return layer
+
+
+def encode(texts: Sequence[str] | np.ndarray, vectorizer) -> np.ndarray:
+    ids = vectorizer(tf.constant(np.asarray(texts, dtype=object), dtype=tf.string))
+    return ids.numpy().astype(np.int32)

@@ -1,0 +1,225 @@
+"""Run an unchanged Horovod script (`horovodrun -np N python train.py ...`) on a Ray cluster.
+
+Ray Train's V1 `HorovodTrainer` starts N worker actors and prepares Horovod's Gloo rendezvous;
+each worker then runs the user's script as `__main__` with its own `sys.argv`, so the script's
+`hvd.init()` joins that rendezvous and everything else (data, model, callbacks) stays the user's.
+
+`shipyard submit --script train.py --workers N -- args` makes this module the entrypoint of a
+Ray job: `python -m shipyard.training.horovod_script train.py --workers N -- args`.
+"""
+
+from __future__ import annotations
+
+# Must come before anything imports ray.train: it selects Ray Train's V1 API (HorovodTrainer).
+from shipyard.cluster import runtime  # isort: skip
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray.train.horovod import HorovodConfig
+from ray.train.horovod.config import _HorovodBackend
+
+from shipyard.errors import ShipyardError, UserInputError
+
+
+class SharedHostHorovodBackend(_HorovodBackend):
+    """Ray Train's Horovod backend, also for several Ray nodes on one machine.
+
+    Ray's backend asserts one hostname per Ray node, so on a local multi-node cluster
+    (`shipyard cluster up`, `ray.cluster_utils.Cluster`) a job whose workers land on two nodes of
+    the same host dies with a bare AssertionError. On such hosts this backend names each node
+    distinctly for that bookkeeping and uses the loopback interface, as Horovod does when all
+    ranks are local. With one node per host (real clusters) it is Ray's backend unchanged.
+    """
+
+    def on_start(self, worker_group, backend_config):
+        workers = worker_group.workers
+        nodes_per_host: dict[str, set[str]] = {}
+        for worker in workers:
+            meta = worker.metadata
+            nodes_per_host.setdefault(meta.hostname, set()).add(meta.node_id)
+        if all(len(nodes) == 1 for nodes in nodes_per_host.values()):
+            return super().on_start(worker_group, backend_config)
+        from horovod.runner.driver.driver_service import get_local_interfaces
+
+        nics = backend_config.nics or get_local_interfaces(backend_config)
+        originals = [w.metadata.hostname for w in workers]
+        try:
+            for worker in workers:
+                meta = worker.metadata
+                meta.hostname = f"{meta.hostname}.{meta.node_id[:12]}"
+            return super().on_start(worker_group, dataclasses.replace(backend_config, nics=nics))
+        finally:
+            for worker, hostname in zip(workers, originals, strict=True):
+                worker.metadata.hostname = hostname
+
+
+@dataclass
+class SharedHostHorovodConfig(HorovodConfig):
+    """`HorovodTrainer(..., horovod_config=SharedHostHorovodConfig())`: see the backend above."""
+
+    @property
+    def backend_cls(self):
+        return SharedHostHorovodBackend
+
+
+@dataclass
+class ScriptRun:
+    script: str
+    workers: int
+    seconds: float
+
+
+def run_script(
+    script: str,
+    args: Sequence[str] = (),
+    workers: int = 2,
+    cpus_per_worker: float = 1,
+    use_gpu: bool = False,
+    *,
+    gpus_per_worker: float = 1,
+    placement_strategy: str = "PACK",
+    address: str | None = None,
+    storage_path: str | None = None,
+) -> ScriptRun:
+    """Run `script args...` on `workers` Horovod ranks; raise ShipyardError if a rank fails.
+
+    Joins the cluster at `address` (inside a Ray job: the job's cluster), or reuses the Ray this
+    process already initialized, or starts an embedded one. Checks first that the workers can be
+    placed at all. `storage_path` holds Ray Train's run folder (a temporary one by default: a
+    script reports nothing to Ray Train, so there is nothing to keep).
+    """
+    path = Path(script).resolve()
+    if not path.is_file():
+        raise UserInputError(f"script {script}: file not found")
+    if workers < 1:
+        raise UserInputError(f"workers: must be >= 1 (got {workers})")
+    runtime.connect(address)
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.horovod import HorovodTrainer
+
+    from shipyard.cluster.preflight import check_resources
+
+    result = check_resources(workers, cpus_per_worker, gpus_per_worker, use_gpu)
+    if result.must_wait:
+        print(result.describe(), flush=True)
+
+    per_worker = {"CPU": float(cpus_per_worker)}
+    if use_gpu:
+        per_worker["GPU"] = float(gpus_per_worker)
+    cwd = os.getcwd()
+    config = {
+        "script": str(path),
+        # On another machine the driver's absolute path does not exist; the worker's own copy of
+        # the job's working_dir has the script at the same relative place.
+        "relative": os.path.relpath(path, cwd),
+        "cwd": cwd,
+        "args": [str(a) for a in args],
+    }
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="shipyard-script-") as scratch:
+        trainer = HorovodTrainer(
+            _run_in_worker,
+            train_loop_config=config,
+            horovod_config=SharedHostHorovodConfig(),
+            scaling_config=ScalingConfig(
+                num_workers=workers,
+                use_gpu=use_gpu,
+                resources_per_worker=per_worker,
+                trainer_resources={"CPU": 0},  # else 2 workers × 1 CPU on 2 CPUs wait forever
+                placement_strategy=placement_strategy,
+            ),
+            run_config=RunConfig(
+                name=f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=storage_path or scratch,
+            ),
+        )
+        try:
+            trainer.fit()
+        except Exception as exc:  # TrainingFailedError wraps the rank's own exception
+            cause = exc.__cause__ or exc
+            lines = str(cause).strip().splitlines()
+            reason = lines[-1] if lines else repr(cause)
+            raise ShipyardError(
+                f"{path.name} failed on {workers} Horovod worker(s): {reason}"
+            ) from None
+    return ScriptRun(str(path), workers, time.monotonic() - started)
+
+
+def _run_in_worker(config: dict) -> None:
+    """One Horovod rank: become `python script args...` in the script's usual surroundings."""
+    import runpy
+
+    if os.path.isdir(config["cwd"]):
+        os.chdir(config["cwd"])  # Ray Train moved us to its trial folder; relative paths expect cwd
+    script = config["script"]
+    if not os.path.isfile(script):
+        script = os.path.abspath(config["relative"])
+    sys.argv = [script, *config["args"]]
+    script_dir = os.path.dirname(script)
+    if script_dir not in sys.path:
+        sys.path.insert(0, script_dir)  # like `python script.py`: sibling modules import
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:  # argparse and sys.exit(); only a non-zero code is a failure
+        if exc.code not in (None, 0):
+            raise RuntimeError(f"{os.path.basename(script)} exited with {exc.code}") from None
+    _leave_together()
+
+
+def _leave_together() -> None:
+    """Wait for every rank, then shut Horovod down on all of them at once.
+
+    A rank whose actor ends first closes its Gloo connections under the others' background loop
+    ("Connection closed by peer"); `hvd.join()` holds each rank until all have finished.
+    """
+    hvd = sys.modules.get("horovod.tensorflow")
+    if hvd is not None and hvd.is_initialized():
+        hvd.join()
+        hvd.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m shipyard.training.horovod_script SCRIPT --workers N [...] -- script args`."""
+    parser = argparse.ArgumentParser(prog="shipyard.training.horovod_script")
+    parser.add_argument("script")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cpus-per-worker", type=float, default=1)
+    parser.add_argument("--gpus-per-worker", type=float, default=1)
+    parser.add_argument("--use-gpu", action="store_true")
+    parser.add_argument("--placement-strategy", default="PACK")
+    parser.add_argument("--address")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` belongs to the script, untouched.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    script_args = argv[split + 1 :]
+    try:
+        run = run_script(
+            args.script,
+            script_args,
+            args.workers,
+            args.cpus_per_worker,
+            args.use_gpu,
+            gpus_per_worker=args.gpus_per_worker,
+            placement_strategy=args.placement_strategy,
+            address=args.address,
+        )
+    except ShipyardError as exc:
+        print(f"shipyard: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    name = Path(run.script).name
+    print(f"{name}: {run.workers} Horovod worker(s) finished in {run.seconds:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The per-worker Horovod training loop that Ray Train's `HorovodTrainer` runs on every worker.
+
+Horovod done the standard way: `hvd.init()`, threads from the CPUs the worker was given, one GPU per
+local rank, learning rate scaled by `hvd.size()` with warm-up, `DistributedOptimizer`, variables
+broadcast from rank 0, metrics averaged across ranks. Each worker streams its own disjoint shard
+(`ray.train.get_dataset_shard`, split with equal row counts so every rank runs the same number of
+steps and no allreduce waits for a rank that has finished).
+
+Rank 0 writes a checkpoint (model and optimizer state, plus the epoch) every `checkpoint_every`
+epochs; after a failure Ray Train restarts the whole worker group and every rank resumes from the
+last checkpoint. Validation metrics are computed from all ranks' predictions gathered together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+STATE = "state.json"
+WEIGHTS = "ckpt"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    from shipyard.cluster.runtime import ensure_train_v1
+
+    ensure_train_v1()
+    _configure_threads(config["threads"])
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+    _pin_gpu(hvd.local_rank())
+
+    from shipyard.corpus.manifest import PreparedCorpus
+    from shipyard.project import ModelConfig, TrainingConfig
+    from shipyard.training.models import feature_columns, model_kind
+
+    corpus = PreparedCorpus(config["corpus_path"], config["manifest"])
+    mcfg = ModelConfig(**config["model"])
+    tcfg = TrainingConfig(**config["training"])
+    if tcfg.mixed_precision and tf.config.list_physical_devices("GPU"):
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    tf.keras.utils.set_random_seed(tcfg.seed)
+
+    kind = model_kind(mcfg, corpus)
+    model = kind.build(mcfg, corpus)
+    lr = tcfg.learning_rate * (hvd.size() if tcfg.scale_learning_rate else 1)
+    optimizer = tf.keras.optimizers.legacy.Adam(lr)
+    binary = corpus.num_classes == 2
+    model.compile(
+        optimizer=hvd.DistributedOptimizer(optimizer),
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+    start_epoch = 0
+    state = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state.read(os.path.join(d, WEIGHTS)).expect_partial()
+            with open(os.path.join(d, STATE)) as f:
+                start_epoch = json.load(f)["epoch"]
+
+    columns = feature_columns(kind, corpus)
+    features = columns if kind.inputs == "features" else columns[0]
+    batch = tcfg.batch_size
+
+    def split_data(name: str, shuffle: bool = False):
+        ds = ray.train.get_dataset_shard(name).to_tf(
+            feature_columns=features,
+            label_columns="label",
+            batch_size=batch,
+            local_shuffle_buffer_size=batch * 8 if shuffle else None,
+            local_shuffle_seed=tcfg.seed if shuffle else None,
+        )
+        if kind.inputs == "features":  # Keras tabular inputs are (batch, 1) columns
+            ds = ds.map(lambda x, y: ({k: tf.reshape(v, (-1, 1)) for k, v in x.items()}, y))
+        if binary:
+            ds = ds.map(lambda x, y: (x, tf.cast(tf.reshape(y, (-1, 1)), tf.float32)))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def eval_batches(name: str):
+        """This rank's rows of an evaluation split, as (features, labels) numpy batches.
+
+        Evaluation splits are not cut into equal shards (that drops rows); every rank sees the
+        whole split and keeps the rows whose key hashes to it, so together the ranks cover every
+        row exactly once. The train split is already a disjoint shard.
+        """
+        rank, size = hvd.rank(), hvd.size()
+        for b in ray.train.get_dataset_shard(name).iter_batches(
+            batch_size=batch * 4, batch_format="numpy"
+        ):
+            if name != "train" and size > 1:
+                owner = np.array([int(k[:8], 16) % size for k in b["key"]])
+                b = {k: v[owner == rank] for k, v in b.items()}
+            if not len(b["label"]):
+                continue
+            if kind.inputs == "features":
+                x = {c: b[c].reshape(-1, 1) for c in columns}
+            else:
+                x = b[columns[0]]
+            yield x, b["label"]
+
+    rows_per_worker = corpus.rows("train") // hvd.size()
+    steps = max(1, -(-rows_per_worker // batch))
+    splits = [s for s in ("train", "validation", "test") if s in config["splits"]]
+    callbacks = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),
+    ]
+    if tcfg.warmup_epochs and hvd.size() > 1 and start_epoch < tcfg.warmup_epochs:
+        callbacks.append(
+            hvd.callbacks.LearningRateWarmupCallback(
+                initial_lr=lr, warmup_epochs=tcfg.warmup_epochs, steps_per_epoch=steps, verbose=0
+            )
+        )
+    callbacks.append(Reporter(hvd, state, eval_batches, splits, corpus.num_classes, tcfg))
+    if hvd.rank() == 0 and config.get("tensorboard_dir"):
+        callbacks.append(tf.keras.callbacks.TensorBoard(config["tensorboard_dir"]))
+    if start_epoch >= tcfg.epochs:  # resumed a finished run: evaluate and report once more
+        callbacks[-1].set_model(model)
+        callbacks[-1].on_epoch_end(tcfg.epochs - 1, {})
+        return
+    model.fit(
+        split_data("train", shuffle=True),
+        initial_epoch=start_epoch,
+        epochs=tcfg.epochs,
+        callbacks=callbacks,
+        verbose=2 if hvd.rank() == 0 else 0,
+    )
+    # Leave together: a rank that exits while another still talks to it makes Gloo log
+    # "Connection reset by peer" from Horovod's background loop.
+    import horovod.tensorflow as hvd_tf
+
+    hvd_tf.join()
+
+
+def _configure_threads(threads: int) -> None:
+    """Match TensorFlow's thread pools to the CPUs Ray gave this worker; oversubscription on a
+    shared node costs more than it gains."""
+    tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+
+
+def _pin_gpu(local_rank: int) -> None:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+
+
+def gather_predictions(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's predictions and labels for its shard, concatenated on every rank."""
+    import horovod.tensorflow as hvd_tf
+
+    probs, labels = [], []
+    for x, y in dataset:
+        probs.append(model.predict_on_batch(x))
+        labels.append(np.asarray(y).reshape(-1))
+    width = int(model.outputs[0].shape[-1])
+    local_p = np.concatenate(probs) if probs else np.zeros((0, width), np.float32)
+    local_y = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    all_p = hvd_tf.allgather(tf.constant(local_p.astype(np.float32))).numpy()
+    all_y = hvd_tf.allgather(tf.constant(local_y.astype(np.int64))).numpy()
+    return all_p, all_y
+
+
+class Reporter(tf.keras.callbacks.Callback):
+    """Per epoch: validation on gathered predictions, a checkpoint when due, one Ray report.
+
+    The last epoch also evaluates train and test. Every rank reports the same number of times
+    (Ray Train requires it); only rank 0 attaches the checkpoint.
+    """
+
+    def __init__(self, hvd, state, eval_batches, splits, num_classes, tcfg):
+        super().__init__()
+        self.hvd, self.state, self.eval_batches = hvd, state, eval_batches
+        self.splits, self.num_classes, self.tcfg = splits, num_classes, tcfg
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import ray.train
+        from ray.train import Checkpoint
+
+        from shipyard.training.metrics import classification_metrics, scalars
+
+        logs = logs or {}
+        report = {
+            "epoch": epoch + 1,
+            "epoch_seconds": time.perf_counter() - self.epoch_start,
+            "train_loss": float(logs.get("loss", np.nan)),
+            "train_accuracy": float(logs.get("accuracy", np.nan)),
+            "learning_rate": float(tf.keras.backend.get_value(self.model.optimizer.lr)),
+        }
+        last = epoch + 1 == self.tcfg.epochs
+        for split in ["train", "validation", "test"] if last else ["validation"]:
+            if split not in self.splits:
+                continue
+            probs, labels = gather_predictions(self.model, self.eval_batches(split))
+            result = classification_metrics(probs, labels, self.num_classes)
+            prefix = {"validation": "val", "train": "final_train", "test": "test"}[split]
+            report.update(scalars(result, prefix))
+            if last:
+                report[f"{prefix}_confusion_matrix"] = json.dumps(result["confusion_matrix"])
+        due = (epoch + 1) % self.tcfg.checkpoint_every == 0 or last
+        if self.hvd.rank() == 0 and due:
+            with tempfile.TemporaryDirectory() as d:
+                self.state.write(os.path.join(d, WEIGHTS))
+                with open(os.path.join(d, STATE), "w") as f:
+                    json.dump({"epoch": epoch + 1, "metrics": _plain(report)}, f)
+                ray.train.report(report, checkpoint=Checkpoint.from_directory(d))
+        else:
+            ray.train.report(report)
+
+
+def _plain(report: dict) -> dict:
+    return {k: v for k, v in report.items() if isinstance(v, int | float | str)}
