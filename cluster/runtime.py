@@ -66,7 +66,11 @@ def connect(
         )
     else:
         # address="local" always starts a private cluster, even when a stale
-        # /tmp/ray/ray_current_cluster from a dead `ray start` is lying around.
+        # /tmp/ray/ray_current_cluster from a dead `ray start` is lying around. Its token
+        # authentication notice is noise for a cluster nobody else can join.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
         ray.init(
             address="local",
             num_cpus=num_cpus,

@@ -121,7 +121,9 @@ def train_loop_per_worker(config: dict) -> None:
                 initial_lr=lr, warmup_epochs=tcfg.warmup_epochs, steps_per_epoch=steps, verbose=0
             )
         )
-    callbacks.append(Reporter(hvd, state, eval_batches, splits, corpus.num_classes, tcfg))
+    callbacks.append(
+        Reporter(hvd, state, eval_batches, splits, corpus.num_classes, tcfg, start_epoch)
+    )
     if hvd.rank() == 0 and config.get("tensorboard_dir"):
         callbacks.append(tf.keras.callbacks.TensorBoard(config["tensorboard_dir"]))
     if start_epoch >= tcfg.epochs:  # resumed a finished run: evaluate and report once more
@@ -180,8 +182,9 @@ class Reporter(tf.keras.callbacks.Callback):
     (Ray Train requires it); only rank 0 attaches the checkpoint.
     """
 
-    def __init__(self, hvd, state, eval_batches, splits, num_classes, tcfg):
+    def __init__(self, hvd, state, eval_batches, splits, num_classes, tcfg, start_epoch):
         super().__init__()
+        self.start_epoch = start_epoch
         self.hvd, self.state, self.eval_batches = hvd, state, eval_batches
         self.splits, self.num_classes, self.tcfg = splits, num_classes, tcfg
         self.epoch_start = time.perf_counter()
@@ -198,6 +201,7 @@ class Reporter(tf.keras.callbacks.Callback):
         logs = logs or {}
         report = {
             "epoch": epoch + 1,
+            "resumed_from_epoch": self.start_epoch,
             "epoch_seconds": time.perf_counter() - self.epoch_start,
             "train_loss": float(logs.get("loss", np.nan)),
             "train_accuracy": float(logs.get("accuracy", np.nan)),

@@ -45,11 +45,11 @@ def train(
     from shipyard.training.models import model_kind
 
     t = project.training
-    connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
     if corpus is None:
         from shipyard.corpus.prepare import prepare
 
-        corpus = prepare(project).corpus
+        corpus = prepare(project).corpus  # checks the inputs before starting anything
+    connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
     model_kind(project.model, corpus)  # a model that cannot read this corpus fails before launch
     check_feasible(project)
 

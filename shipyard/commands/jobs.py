@@ -1,0 +1,116 @@
+"""`shipyard submit` and `shipyard jobs list|status|logs|stop` (Ray's Jobs API)."""
+
+from __future__ import annotations
+
+import argparse
+
+from shipyard.errors import UserInputError
+
+
+def register(sub) -> None:
+    submit = sub.add_parser(
+        "submit",
+        help="run a project action or any Horovod script as a Ray job",
+        description=(
+            "shipyard submit PROJECT.yaml train|sweep|prepare [--section.field value ...]\n"
+            "shipyard submit --script train.py --workers N [-- script args]"
+        ),
+    )
+    submit.add_argument("project", nargs="?", help="project file (YAML)")
+    submit.add_argument("action", nargs="?", help="train, sweep or prepare")
+    submit.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    submit.add_argument("--script", help="a Horovod script to run unchanged")
+    submit.add_argument("--workers", type=int, default=2, help="Horovod ranks for --script")
+    submit.add_argument("--cpus-per-worker", type=float, default=1)
+    submit.add_argument("--gpus-per-worker", type=float, default=1)
+    submit.add_argument("--use-gpu", action="store_true")
+    submit.add_argument("--address", help="dashboard URL, e.g. http://127.0.0.1:8265")
+    submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    submit.add_argument("--skip-preflight", action="store_true", help="do not check resources")
+    submit.set_defaults(handler=run_submit)
+
+    p = sub.add_parser("jobs", help="list, inspect, read or stop jobs on a cluster")
+    group = p.add_subparsers(dest="jobs_command", required=True, parser_class=type(p))
+    for name, handler, text in (
+        ("list", run_list, "all jobs, including ones submitted with `ray job submit`"),
+        ("status", run_status, "one job's status and message"),
+        ("logs", run_logs, "one job's log"),
+        ("stop", run_stop, "stop a running job"),
+    ):
+        q = group.add_parser(name, help=text)
+        if name != "list":
+            q.add_argument("job_id", help="submission id (raysubmit_...) or job id")
+        if name == "logs":
+            q.add_argument("--follow", "-f", action="store_true", help="until the job ends")
+        q.add_argument("--address", help="dashboard URL, e.g. http://127.0.0.1:8265")
+        q.set_defaults(handler=handler)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from shipyard.cluster import jobs
+
+    if args.script:
+        if args.overrides:
+            names = ", ".join(f"--{k}" for k, _ in args.overrides)
+            raise UserInputError(f"submit --script: project overrides do not apply ({names})")
+        # After `--` argparse hands every token to the positionals in order: they are all the
+        # script's arguments.
+        script_args = [a for a in (args.project, args.action) if a is not None] + args.rest
+        jobs.submit_script(
+            args.script,
+            script_args,
+            args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            gpus_per_worker=args.gpus_per_worker,
+            use_gpu=args.use_gpu,
+            address=args.address,
+            wait=not args.no_wait,
+            preflight=not args.skip_preflight,
+        )
+        return 0
+    if not args.project or not args.action or args.rest:
+        raise UserInputError(
+            "submit: give PROJECT.yaml and one action (train, sweep, prepare),"
+            " or --script SCRIPT --workers N [-- script args]"
+        )
+    from shipyard.commands.project_args import load
+
+    jobs.submit_project(
+        load(args),
+        args.action,
+        args.overrides,
+        address=args.address,
+        wait=not args.no_wait,
+        preflight=not args.skip_preflight,
+    )
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from shipyard.cluster.jobs import format_jobs, list_jobs
+
+    print(format_jobs(list_jobs(args.address)))
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from shipyard.cluster.jobs import format_job, job_status
+
+    print(format_job(job_status(args.job_id, args.address)))
+    return 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from shipyard.cluster.jobs import job_logs
+
+    text = job_logs(args.job_id, args.address, follow_logs=args.follow)
+    if not args.follow:
+        print(text, end="")
+    return 0
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from shipyard.cluster.jobs import format_job, stop_job
+
+    print(format_job(stop_job(args.job_id, args.address)))
+    return 0

@@ -1,0 +1,98 @@
+"""Unchanged Horovod scripts on Ray Train: placement across nodes and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import pytest
+
+from shipyard.errors import ShipyardError, UserInputError
+from shipyard.training.horovod_script import main, run_script
+
+# A user script that also records where it ran and proves the ranks talk (an allreduce).
+NODE_SCRIPT = """\
+import json, os, sys
+import horovod.tensorflow as hvd
+import ray
+import tensorflow as tf
+
+hvd.init()
+total = float(hvd.allreduce(tf.constant(float(hvd.rank() + 1)), op=hvd.Sum).numpy())
+record = {
+    "rank": hvd.rank(),
+    "size": hvd.size(),
+    "node": ray.get_runtime_context().get_node_id(),
+    "sum": total,
+    "argv": sys.argv[1:],
+}
+with open(os.path.join(sys.argv[1], f"rank-{hvd.rank()}.json"), "w") as handle:
+    json.dump(record, handle)
+"""
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    # Cluster() records its address in Ray's default temp dir, where any later bare ray.init()
+    # (other tests, other people's runs) would find it: keep it in a private one instead.
+    ray_tmp = tempfile.mkdtemp(prefix="sy-")  # short: Ray's socket paths live below it
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    # Keep every node and this driver on loopback: Ray otherwise swaps 127.0.0.1 for the
+    # machine's network address (the same switch `shipyard cluster up` sets for its head).
+    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+    loopback = {"node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **loopback})
+    try:
+        cluster.add_node(num_cpus=1, **loopback)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=True)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.multinode
+@pytest.mark.slow
+def test_spread_places_one_worker_per_node(two_node_cluster, tmp_path):
+    import ray
+
+    script = tmp_path / "where.py"
+    script.write_text(NODE_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = run_script(
+        str(script),
+        [str(out), "--flag"],
+        workers=2,
+        placement_strategy="SPREAD",
+        storage_path=str(tmp_path / "runs"),
+    )
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.json"))]
+    assert [(r["rank"], r["size"]) for r in records] == [(0, 2), (1, 2)]
+    assert len({r["node"] for r in records}) == 2  # one worker on each node
+    assert {r["node"] for r in records} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert all(r["sum"] == 3.0 for r in records)  # 1 + 2 over Gloo
+    assert all(r["argv"] == [str(out), "--flag"] for r in records)
+    assert run.workers == 2
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+
+
+def test_missing_script_is_bad_input(tmp_path, capsys):
+    with pytest.raises(UserInputError, match=r"nope\.py: file not found"):
+        run_script(str(tmp_path / "nope.py"), [], workers=2)
+    assert main([str(tmp_path / "nope.py"), "--workers", "2"]) == 2
+    assert "nope.py: file not found" in capsys.readouterr().err
+
+
+def test_zero_workers_is_bad_input(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("print('hi')\n")
+    with pytest.raises(UserInputError, match="workers: must be >= 1"):
+        run_script(str(script), [], workers=0)
+    assert issubclass(UserInputError, ShipyardError)
