@@ -18,6 +18,8 @@ from shipyard.errors import UserInputError
 
 WORKER_ENV = {
     "RAY_TRAIN_V2_ENABLED": "0",
+    # V1 is a deliberate choice (V2 refuses HorovodTrainer); its migration notices are noise.
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter drowns the epoch lines
 }
 

@@ -41,10 +41,12 @@ def train(
     from ray.train.horovod import HorovodTrainer
 
     from shipyard.cluster import connect
+    from shipyard.training.horovod_backend import SharedHostHorovodConfig
     from shipyard.training.loop import train_loop_per_worker
     from shipyard.training.models import model_kind
 
     t = project.training
+    run_name, resume_checkpoint = _run_name(project, resume)
     if corpus is None:
         from shipyard.corpus.prepare import prepare
 
@@ -53,7 +55,6 @@ def train(
     model_kind(project.model, corpus)  # a model that cannot read this corpus fails before launch
     check_feasible(project)
 
-    run_name, resume_checkpoint = _run_name(project, resume)
     splits = [s for s in ("train", "validation", "test") if corpus.rows(s)]
     if "train" not in splits:
         raise UserInputError(f"{corpus.path}: the train split is empty")
@@ -73,6 +74,7 @@ def train(
     trainer = HorovodTrainer(
         train_loop_per_worker=train_loop_per_worker,
         train_loop_config=config,
+        horovod_config=SharedHostHorovodConfig(),
         scaling_config=ScalingConfig(
             num_workers=t.workers,
             use_gpu=t.use_gpu,

@@ -1,0 +1,137 @@
+"""Horovod training on Ray Train, for real: 2 workers, real data, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shipyard.project import load_project, validate_project
+from shipyard.training import train
+from shipyard.training.loop import STATE
+from shipyard.training.trainer import latest_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data is absent: real-dataset tests run in CI"
+)
+
+
+@pytest.fixture(scope="module")
+def ray_two_cpus():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def tiny_project(tmp_path: Path, **training) -> object:
+    """A synthetic corpus and a small LSTM: a few seconds per epoch on 2 CPUs."""
+    doc = {
+        "name": "tiny",
+        "workdir": str(tmp_path),
+        "data": {
+            "synthetic": {"rows": 2400, "seed": 3},
+            "vocab_size": 2000,
+            "sequence_length": 16,
+        },
+        "model": {"kind": "lstm_classifier", "embedding_dim": 16, "units": 16},
+        "training": {"workers": 2, "epochs": 3, "batch_size": 32, "learning_rate": 0.005}
+        | training,
+    }
+    return validate_project(doc)
+
+
+@pytest.mark.slow
+@needs_shared
+def test_sms_spam_two_workers_reaches_the_floor(ray_two_cpus, tmp_path):
+    project = load_project(REPO / "examples" / "sms_spam.yaml", [("workdir", str(tmp_path))])
+    result = train(project)
+    m = result.metrics
+    assert m["test_accuracy"] >= 0.95, m
+    assert m["test_roc_auc"] >= 0.95, m
+    assert m["val_count"] + m["test_count"] + m["final_train_count"] >= 5_100
+    # Evaluation splits are not truncated to equal shards: every row is counted.
+    assert m["test_count"] == result.corpus.rows("test")
+    assert m["epoch"] == project.training.epochs and m["resumed_from_epoch"] == 0
+    assert os.path.isfile(os.path.join(result.checkpoint, STATE))
+
+
+@pytest.mark.slow
+@needs_shared
+def test_german_credit_two_workers_reaches_the_floor(ray_two_cpus, tmp_path):
+    project = load_project(REPO / "examples" / "german_credit.yaml", [("workdir", str(tmp_path))])
+    result = train(project)
+    assert result.metrics["test_roc_auc"] >= 0.70, result.metrics
+
+
+def _train_workers() -> list[psutil.Process]:
+    """This test's Horovod worker processes (children of our own raylet, never anyone else's)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_two_cpus, tmp_path):
+    project = tiny_project(tmp_path, epochs=5, checkpoint_every=1, max_failures=1)
+    killed: dict = {}
+
+    def kill_after_first_checkpoint():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            found = latest_checkpoint(project.runs_dir) if os.path.isdir(project.runs_dir) else None
+            if found:
+                with open(os.path.join(found, STATE)) as f:
+                    killed["after_epoch"] = json.load(f)["epoch"]
+                workers = _train_workers()
+                if workers:
+                    workers[-1].send_signal(signal.SIGKILL)
+                    killed["pid"] = workers[-1].pid
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    result = train(project)
+    killer.join(timeout=5)
+    assert "pid" in killed, "no worker was killed: the test did not exercise a failure"
+    m = result.metrics
+    assert m["epoch"] == 5
+    # The new worker group restored a checkpoint: training went on, it did not start over.
+    assert m["resumed_from_epoch"] >= killed["after_epoch"] >= 1
+    assert m["test_accuracy"] > 0.7
+
+
+@pytest.mark.slow
+def test_resume_continues_a_stopped_run(ray_two_cpus, tmp_path):
+    first = train(tiny_project(tmp_path, epochs=2))
+    assert first.metrics["epoch"] == 2
+    more = tiny_project(tmp_path, epochs=3)
+    resumed = train(more, resume=first.run_name, corpus=first.corpus)
+    assert resumed.run_name == first.run_name
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.metrics["epoch"] == 3 and resumed.metrics["resumed_from_epoch"] == 2
+
+
+def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
+    from shipyard.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="no run 'nope'"):
+        train(tiny_project(tmp_path), resume="nope")

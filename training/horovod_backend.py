@@ -1,0 +1,53 @@
+"""Ray Train's Horovod backend, made to work on local multi-node clusters too."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shipyard.cluster.runtime import ensure_train_v1
+
+ensure_train_v1()
+
+from ray.train.horovod import HorovodConfig  # noqa: E402
+from ray.train.horovod.config import _HorovodBackend  # noqa: E402
+
+
+class SharedHostHorovodBackend(_HorovodBackend):
+    """Ray Train's Horovod backend, also for several Ray nodes on one machine.
+
+    Ray's backend asserts one hostname per Ray node, so on a local multi-node cluster
+    (`shipyard cluster up`, `ray.cluster_utils.Cluster`) a job whose workers land on two nodes of
+    the same host dies with a bare AssertionError. On such hosts this backend names each node
+    distinctly for that bookkeeping and uses the loopback interface, as Horovod does when all
+    ranks are local. With one node per host (real clusters) it is Ray's backend unchanged.
+    """
+
+    def on_start(self, worker_group, backend_config):
+        workers = worker_group.workers
+        nodes_per_host: dict[str, set[str]] = {}
+        for worker in workers:
+            meta = worker.metadata
+            nodes_per_host.setdefault(meta.hostname, set()).add(meta.node_id)
+        if all(len(nodes) == 1 for nodes in nodes_per_host.values()):
+            return super().on_start(worker_group, backend_config)
+        from horovod.runner.driver.driver_service import get_local_interfaces
+
+        nics = backend_config.nics or get_local_interfaces(backend_config)
+        originals = [w.metadata.hostname for w in workers]
+        try:
+            for worker in workers:
+                meta = worker.metadata
+                meta.hostname = f"{meta.hostname}.{meta.node_id[:12]}"
+            return super().on_start(worker_group, dataclasses.replace(backend_config, nics=nics))
+        finally:
+            for worker, hostname in zip(workers, originals, strict=True):
+                worker.metadata.hostname = hostname
+
+
+@dataclasses.dataclass
+class SharedHostHorovodConfig(HorovodConfig):
+    """`HorovodTrainer(..., horovod_config=SharedHostHorovodConfig())`: see the backend above."""
+
+    @property
+    def backend_cls(self):
+        return SharedHostHorovodBackend
