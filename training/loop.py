@@ -32,10 +32,13 @@ def train_loop_per_worker(config: dict) -> None:
 
     ensure_train_v1()
     _configure_threads(config["threads"])
+    import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
     _pin_gpu(hvd.local_rank())
+    # Where each rank runs, in rank order: reported so placement (PACK/SPREAD) is visible.
+    worker_nodes = hvd_tf.allgather_object(ray.get_runtime_context().get_node_id())
 
     from shipyard.corpus.manifest import PreparedCorpus
     from shipyard.project import ModelConfig, TrainingConfig
@@ -122,7 +125,9 @@ def train_loop_per_worker(config: dict) -> None:
             )
         )
     callbacks.append(
-        Reporter(hvd, state, eval_batches, splits, corpus.num_classes, tcfg, start_epoch)
+        Reporter(
+            hvd, state, eval_batches, splits, corpus.num_classes, tcfg, start_epoch, worker_nodes
+        )
     )
     if hvd.rank() == 0 and config.get("tensorboard_dir"):
         callbacks.append(tf.keras.callbacks.TensorBoard(config["tensorboard_dir"]))
@@ -139,8 +144,6 @@ def train_loop_per_worker(config: dict) -> None:
     )
     # Leave together: a rank that exits while another still talks to it makes Gloo log
     # "Connection reset by peer" from Horovod's background loop.
-    import horovod.tensorflow as hvd_tf
-
     hvd_tf.join()
 
 
@@ -182,9 +185,9 @@ class Reporter(tf.keras.callbacks.Callback):
     (Ray Train requires it); only rank 0 attaches the checkpoint.
     """
 
-    def __init__(self, hvd, state, eval_batches, splits, num_classes, tcfg, start_epoch):
+    def __init__(self, hvd, state, eval_batches, splits, num_classes, tcfg, start, nodes):
         super().__init__()
-        self.start_epoch = start_epoch
+        self.start_epoch, self.worker_nodes = start, json.dumps(nodes)
         self.hvd, self.state, self.eval_batches = hvd, state, eval_batches
         self.splits, self.num_classes, self.tcfg = splits, num_classes, tcfg
         self.epoch_start = time.perf_counter()
@@ -202,6 +205,7 @@ class Reporter(tf.keras.callbacks.Callback):
         report = {
             "epoch": epoch + 1,
             "resumed_from_epoch": self.start_epoch,
+            "worker_nodes": self.worker_nodes,
             "epoch_seconds": time.perf_counter() - self.epoch_start,
             "train_loss": float(logs.get("loss", np.nan)),
             "train_accuracy": float(logs.get("accuracy", np.nan)),

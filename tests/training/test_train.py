@@ -135,3 +135,44 @@ def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
 
     with pytest.raises(UserInputError, match="no run 'nope'"):
         train(tiny_project(tmp_path), resume="nope")
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    """Two real raylets (1 CPU each) on this machine, on loopback, in a private temp dir."""
+    import shutil
+    import tempfile
+
+    import ray
+    import ray._private.ray_constants
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray_tmp = tempfile.mkdtemp(prefix="sy-")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+    loopback = {"node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **loopback})
+    try:
+        cluster.add_node(num_cpus=1, **loopback)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.multinode
+def test_spread_places_one_worker_per_node(two_node_cluster, tmp_path):
+    project = tiny_project(tmp_path, epochs=2, placement_strategy="SPREAD")
+    result = train(project)
+    import ray
+
+    nodes = json.loads(result.metrics["worker_nodes"])
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(nodes) == 2 and len(set(nodes)) == 2 and set(nodes) <= alive
+    assert result.metrics["test_accuracy"] > 0.75
