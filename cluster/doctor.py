@@ -57,19 +57,26 @@ def horovod_build() -> dict[str, bool | str]:
     }
 
 
+def problems(versions: dict[str, str | None], build: dict[str, bool | str]) -> list[str]:
+    """One line per problem, each with the command that fixes it."""
+    found = [
+        f"{name} is not installed: run `make install`"
+        for name in ("ray", "tensorflow", "horovod", "pyarrow", "mlflow")
+        if versions.get(name) is None
+    ]
+    if versions.get("horovod"):
+        if not build.get("tensorflow_ops"):
+            found.append(f"Horovod has no TensorFlow ops: {HOROVOD_FIX}")
+        elif not build.get("gloo"):
+            found.append(f"Horovod was built without Gloo: {HOROVOD_FIX}")
+    return found
+
+
 def diagnose(address: str | None = None, *, check_cluster: bool = True) -> Report:
     versions = {"python": platform.python_version()}
     versions.update({name: _version(name) for name in PACKAGES})
-    report = Report(versions=versions, horovod={})
-    for name in ("ray", "tensorflow", "horovod", "pyarrow", "mlflow"):
-        if versions[name] is None:
-            report.problems.append(f"{name} is not installed: run `make install`")
-    if versions["horovod"]:
-        report.horovod = horovod_build()
-        if not report.horovod.get("tensorflow_ops"):
-            report.problems.append(f"Horovod has no TensorFlow ops: {HOROVOD_FIX}")
-        elif not report.horovod.get("gloo"):
-            report.problems.append(f"Horovod was built without Gloo: {HOROVOD_FIX}")
+    build = horovod_build() if versions["horovod"] else {}
+    report = Report(versions=versions, horovod=build, problems=problems(versions, build))
     if check_cluster and versions["ray"]:
         from shipyard.cluster.runtime import connect
 

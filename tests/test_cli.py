@@ -85,3 +85,18 @@ def test_doctor_sees_cluster_cpus():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("CPU"))
     assert float(line.split()[1]) >= 1
+
+
+def test_doctor_names_the_fix_for_a_horovod_without_tensorflow_ops():
+    from shipyard.cluster.doctor import diagnose, problems
+
+    report = diagnose(check_cluster=False)
+    assert report.ok, report.problems  # this install is right ...
+    versions = dict(report.versions)
+    # ... and the two classic broken builds each get one line with the fix.
+    no_ops = problems(versions, {"tensorflow_ops": False})
+    no_gloo = problems(versions, {"tensorflow_ops": True, "gloo": False, "mpi": False})
+    for found in (no_ops, no_gloo):
+        assert len(found) == 1 and "--no-build-isolation" in found[0]
+        assert "HOROVOD_WITH_GLOO=1" in found[0]
+    assert "no TensorFlow ops" in no_ops[0] and "without Gloo" in no_gloo[0]
