@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from shipyard.errors import ShipyardError, UserInputError
 
-COMMAND_MODULES = ("doctor", "data", "train", "cluster", "jobs")
+COMMAND_MODULES = ("doctor", "data", "train", "cluster", "jobs", "models")
 TOP_LEVEL_FIELDS = ("workdir",)  # project fields outside any section that take --field value
 
 

@@ -34,9 +34,14 @@ class TrainResult:
 
 
 def train(
-    project: Project, *, resume: str | None = None, corpus: PreparedCorpus | None = None
+    project: Project,
+    *,
+    resume: str | None = None,
+    corpus: PreparedCorpus | None = None,
+    publish: bool = True,
 ) -> TrainResult:
-    """Train the project's model on 2+ Horovod workers and return metrics and the checkpoint."""
+    """Train the project's model on Horovod workers; with `publish`, export the servable model
+    (raw input in, preprocessing inside) and register it as a new MLflow model version."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.horovod import HorovodTrainer
 
@@ -99,7 +104,7 @@ def train(
         raise ShipyardError(f"training run {run_name} failed: {_first_line(result.error)}")
     frame = result.metrics_dataframe
     history = frame.to_dict("records") if frame is not None else []
-    return TrainResult(
+    outcome = TrainResult(
         run_name=run_name,
         run_dir=result.path,
         checkpoint=result.checkpoint.path if result.checkpoint else None,
@@ -108,6 +113,29 @@ def train(
         history=history,
         resumed_from_epoch=_epoch_of(resume_checkpoint),
     )
+    if publish:
+        _publish(project, outcome, run_dir)
+    return outcome
+
+
+def _publish(project: Project, outcome: TrainResult, run_dir: str) -> None:
+    """Export beside the run and register in MLflow (driver only: one process writes sqlite)."""
+    from shipyard.training.export import export_model
+    from shipyard.training.registry import log_run
+
+    exported = export_model(
+        outcome.checkpoint, project, outcome.corpus, os.path.join(run_dir, "export")
+    )
+    version = log_run(project, outcome, exported)
+    outcome.extras["export"] = f"{exported.path} ({_size(exported.bytes, exported.test_accuracy)})"
+    for name, variant in exported.variants.items():
+        accuracy = next((v for k, v in variant.items() if k.endswith("_accuracy")), None)
+        outcome.extras[name] = variant.get("error") or _size(variant["bytes"], accuracy)
+    outcome.extras["registered"] = f"{version.name} version {version.version} ({version.uri})"
+
+
+def _size(size: int, accuracy: float | None) -> str:
+    return f"{size / 1e6:.2f} MB" + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")
 
 
 def _datasets(corpus: PreparedCorpus, splits: list[str], project: Project) -> dict:

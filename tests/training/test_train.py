@@ -66,6 +66,16 @@ def test_sms_spam_two_workers_reaches_the_floor(ray_two_cpus, tmp_path):
     assert m["test_count"] == result.corpus.rows("test")
     assert m["epoch"] == project.training.epochs and m["resumed_from_epoch"] == 0
     assert os.path.isfile(os.path.join(result.checkpoint, STATE))
+    # A servable, registered version is left behind, tagged with the corpus it learned from.
+    from shipyard.training.export import load_exported
+    from shipyard.training.registry import resolve
+
+    version = resolve(project, project.registered_model_name)
+    assert version.version == 1
+    assert version.tags["corpus_content_hash"] == result.corpus.content_hash
+    exported = load_exported(version.local_path)
+    probs = exported.predict_raw(["WINNER!! Claim your free prize now, call 09061701461"])
+    assert probs.reshape(-1)[0] > 0.5
 
 
 @pytest.mark.slow
@@ -109,7 +119,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_two_cpus, tmp_path
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
-    result = train(project)
+    result = train(project, publish=False)
     killer.join(timeout=5)
     assert "pid" in killed, "no worker was killed: the test did not exercise a failure"
     m = result.metrics
@@ -121,10 +131,10 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_two_cpus, tmp_path
 
 @pytest.mark.slow
 def test_resume_continues_a_stopped_run(ray_two_cpus, tmp_path):
-    first = train(tiny_project(tmp_path, epochs=2))
+    first = train(tiny_project(tmp_path, epochs=2), publish=False)
     assert first.metrics["epoch"] == 2
     more = tiny_project(tmp_path, epochs=3)
-    resumed = train(more, resume=first.run_name, corpus=first.corpus)
+    resumed = train(more, resume=first.run_name, corpus=first.corpus, publish=False)
     assert resumed.run_name == first.run_name
     assert resumed.resumed_from_epoch == 2
     assert resumed.metrics["epoch"] == 3 and resumed.metrics["resumed_from_epoch"] == 2
@@ -169,7 +179,7 @@ def two_node_cluster(monkeypatch):
 @pytest.mark.multinode
 def test_spread_places_one_worker_per_node(two_node_cluster, tmp_path):
     project = tiny_project(tmp_path, epochs=2, placement_strategy="SPREAD")
-    result = train(project)
+    result = train(project, publish=False)
     import ray
 
     nodes = json.loads(result.metrics["worker_nodes"])
