@@ -14,7 +14,7 @@ from functools import cached_property
 
 import pyarrow.fs as pafs
 
-from shipyard.corpus.tokenizer import TokenizerSettings
+from shipyard.corpus.tokenizer_settings import TokenizerSettings
 from shipyard.errors import UserInputError
 
 MANIFEST = "manifest.json"

@@ -14,28 +14,25 @@ token.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 import tensorflow as tf
 
-PAD, OOV = "", "[UNK]"
+from shipyard.corpus.tokenizer_settings import OOV, PAD, Mode, TokenizerSettings
+
+__all__ = [
+    "OOV",
+    "PAD",
+    "Mode",
+    "TokenizerSettings",
+    "build_vectorizer",
+    "count_tokens",
+    "encode",
+    "tokenize",
+]
+
 PUNCT = r"[\p{P}\p{S}]"
 CJK = r"([\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}])"
-
-Mode = Literal["word", "char", "cjk"]
-
-
-@dataclass(frozen=True)
-class TokenizerSettings:
-    mode: Mode = "word"
-    lowercase: bool = True
-    sequence_length: int = 64
-    vocab_size: int = 20_000  # including the pad and OOV entries
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _lower(x: tf.Tensor) -> tf.Tensor:
@@ -94,6 +91,21 @@ def tokenize(texts: Sequence[str] | np.ndarray, settings: TokenizerSettings) -> 
     x = standardize(tf.constant(np.asarray(texts, dtype=object), dtype=tf.string))
     tokens = tf.strings.unicode_split(x, "UTF-8") if split == "character" else tf.strings.split(x)
     return tokens.flat_values.numpy()
+
+
+def count_tokens(
+    texts: Sequence[str] | np.ndarray, settings: TokenizerSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct tokens of `texts` (bytes) and their counts, tokenized exactly as `tokenize`.
+
+    Counting inside TensorFlow hands back one object per distinct token instead of one per
+    token, which is most of the cost of building a vocabulary.
+    """
+    standardize, split = _parts(settings)
+    x = standardize(tf.constant(np.asarray(texts, dtype=object), dtype=tf.string))
+    tokens = tf.strings.unicode_split(x, "UTF-8") if split == "character" else tf.strings.split(x)
+    values, _, counts = tf.unique_with_counts(tokens.flat_values, out_idx=tf.int64)
+    return values.numpy(), counts.numpy()
 
 
 def build_vectorizer(vocabulary: Sequence[str], settings: TokenizerSettings):

@@ -1,0 +1,96 @@
+"""Fixtures shared by every test folder: one local Ray per session, the real datasets, projects.
+
+- `ray_local`: a private 2-CPU Ray for the whole session (started on first use).
+- `shared_data`: the real datasets in `<repo>/../shared/data`, or a skip with the reason.
+- `project_factory` / `session_project_factory`: write a project dict as YAML and load it like
+  the CLI does, so tests exercise the real loader and path resolution.
+
+One driver holds one Ray connection, so tests that start their own Ray (`ray.cluster_utils.Cluster`,
+`ray start`, a module's own `ray.init`) cannot run while `ray_local` is up. Collection therefore
+moves every test that uses `ray_local` after all the others (order is kept within each group), and
+the session cluster starts only when the first of them runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# Sets RAY_TRAIN_V2_ENABLED=0 before any test module imports ray.train (HorovodTrainer needs V1).
+import shipyard.cluster.runtime  # noqa: F401
+from shipyard.project import Project, load_project
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items: list[pytest.Item]) -> None:
+    """Tests on the session Ray run last, after the ones that bring their own cluster."""
+    items.sort(key=lambda item: "ray_local" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A private local Ray with 2 CPUs, shared by the session; shut down at the end.
+
+    `address="local"` always starts a new cluster: a bare `ray.init()` would join whatever
+    `ray start` cluster /tmp/ray/ray_current_cluster points at (another engineer's, or a dead one).
+    """
+    import logging
+
+    import ray
+    import ray.data
+
+    if ray.is_initialized():  # a test that started its own Ray and did not shut it down
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # pytest captures the output anyway: bars only cost time, and Ray Data's debug log (meant for
+    # its own log file) would bury a failure's report in operator metrics.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`<repo>/../shared/data` (read-only real datasets; refer to files there, never copy them)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent: real-dataset tests run in CI, where it exists")
+    return SHARED_DATA
+
+
+class ProjectFactory:
+    """`make(raw)` writes `raw` (a project dict) to `<folder>/<name>.yaml` and loads it.
+
+    `name` defaults to "test" and `workdir` to `<folder>/<name>`, so two projects with different
+    names in one test get separate corpora. Relative paths in `raw` resolve against `folder`.
+    """
+
+    def __init__(self, folder: Callable[[], Path]):
+        self._folder = folder
+
+    def __call__(self, raw: dict[str, Any], **overrides: Any) -> Project:
+        raw = {**raw, **overrides}
+        raw.setdefault("name", "test")
+        folder = self._folder()
+        raw.setdefault("workdir", str(folder / raw["name"]))
+        file = folder / f"{raw['name']}.yaml"
+        file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        return load_project(file)
+
+
+@pytest.fixture
+def project_factory(tmp_path: Path) -> ProjectFactory:
+    """Projects in this test's tmp_path."""
+    return ProjectFactory(lambda: tmp_path)
+
+
+@pytest.fixture(scope="session")
+def session_project_factory(tmp_path_factory) -> ProjectFactory:
+    """Projects for module- or session-scoped fixtures; each call gets a fresh folder."""
+    return ProjectFactory(lambda: tmp_path_factory.mktemp("project"))
