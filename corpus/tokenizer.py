@@ -35,18 +35,27 @@ PUNCT = r"[\p{P}\p{S}]"
 CJK = r"([\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}])"
 
 
+def _raw_clean(x: tf.Tensor) -> tf.Tensor:
+    """The part of corpus cleaning that TensorFlow can do, so raw text at serving time encodes
+    like the cleaned shard text: format characters dropped, controls (C1 and U+0085 included)
+    and separators to spaces. A no-op on text that `corpus.clean.clean_text` already cleaned;
+    only NFKC (no TensorFlow op) is left to the caller."""
+    x = tf.strings.regex_replace(x, r"\p{Cf}+", "")
+    return tf.strings.regex_replace(x, r"[\p{Cc}\p{Z}]", " ")
+
+
 def _lower(x: tf.Tensor) -> tf.Tensor:
     return tf.strings.lower(x, encoding="utf-8")
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_word(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(_lower(x), PUNCT, " ")
+    return tf.strings.regex_replace(_lower(_raw_clean(x)), PUNCT, " ")
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_word_cased(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(x, PUNCT, " ")
+    return tf.strings.regex_replace(_raw_clean(x), PUNCT, " ")
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")

@@ -29,8 +29,51 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config, items: list[pytest.Item]) -> None:
-    """Tests on the session Ray run last, after the ones that bring their own cluster."""
+    """Tests on the session Ray run last, after the ones that bring their own cluster; `gpu`
+    tests are skipped on machines without a GPU."""
     items.sort(key=lambda item: "ray_local" in getattr(item, "fixturenames", ()))
+    if not _has_gpu():
+        skip = pytest.mark.skip(reason="no GPU on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+def _has_gpu() -> bool:
+    return Path("/dev/nvidia0").exists() or Path("/dev/dxg").exists()
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    """Two real raylets (1 CPU each) on this machine via `ray.cluster_utils.Cluster`.
+
+    The cluster records its address in a private temp dir (where no later bare `ray.init()` can
+    find it) and every node stays on loopback (Ray otherwise swaps 127.0.0.1 for the machine's
+    network address, the same switch `shipyard cluster up` sets for its head).
+    """
+    import shutil
+    import tempfile
+
+    import ray
+    import ray._private.ray_constants
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray_tmp = tempfile.mkdtemp(prefix="sy-")  # short: Ray's socket paths live below it
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+    loopback = {"node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **loopback})
+    try:
+        cluster.add_node(num_cpus=1, **loopback)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=True)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

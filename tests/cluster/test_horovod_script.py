@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 
 import pytest
 
@@ -30,31 +28,6 @@ record = {
 with open(os.path.join(sys.argv[1], f"rank-{hvd.rank()}.json"), "w") as handle:
     json.dump(record, handle)
 """
-
-
-@pytest.fixture
-def two_node_cluster(monkeypatch):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    # Cluster() records its address in Ray's default temp dir, where any later bare ray.init()
-    # (other tests, other people's runs) would find it: keep it in a private one instead.
-    ray_tmp = tempfile.mkdtemp(prefix="sy-")  # short: Ray's socket paths live below it
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
-    # Keep every node and this driver on loopback: Ray otherwise swaps 127.0.0.1 for the
-    # machine's network address (the same switch `shipyard cluster up` sets for its head).
-    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
-    loopback = {"node_ip_address": "127.0.0.1"}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **loopback})
-    try:
-        cluster.add_node(num_cpus=1, **loopback)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=True)
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.multinode

@@ -15,13 +15,6 @@ LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 HANZI = np.array([chr(0x4E00 + i) for i in range(3000)])
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def key(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
@@ -58,7 +51,7 @@ def planted_corpus(originals: int = 2000, copies: int = 100, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def planted(ray_cluster):
+def planted(ray_local):
     texts, pairs = planted_corpus()
     ds = dataset(texts)
     # 0.6, not the default 0.8: one changed word in a ~15-word sentence leaves a 5-gram Jaccard of
@@ -98,7 +91,7 @@ def test_banding_puts_the_s_curve_near_the_threshold():
     assert lsh_bands(0.95, 64) == (2, 32)  # (1/2)^(1/32) = 0.98
 
 
-def test_threshold_decides_a_pair_at_jaccard_0_7(ray_cluster):
+def test_threshold_decides_a_pair_at_jaccard_0_7(ray_local):
     base = "the quick brown fox jumps over the lazy dog near the quiet river bank at dawn"
     variant = "the quick brown fox jumps over a lazy dog near the calm river bank at dawn"
     assert 0.65 <= jaccard(base, variant) <= 0.75
@@ -110,7 +103,7 @@ def test_threshold_decides_a_pair_at_jaccard_0_7(ray_cluster):
     assert near_duplicate_keys(ds, threshold=0.6) == {later}
 
 
-def test_chinese_without_spaces(ray_cluster):
+def test_chinese_without_spaces(ray_local):
     rng = np.random.default_rng(2)
     originals = ["".join(rng.choice(HANZI, size=int(rng.integers(70, 90)))) for _ in range(300)]
     pairs = []

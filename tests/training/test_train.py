@@ -24,18 +24,6 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def ray_two_cpus():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def tiny_project(tmp_path: Path, **training) -> object:
     """A synthetic corpus and a small LSTM: a few seconds per epoch on 2 CPUs."""
     doc = {
@@ -55,7 +43,7 @@ def tiny_project(tmp_path: Path, **training) -> object:
 
 @pytest.mark.slow
 @needs_shared
-def test_sms_spam_two_workers_reaches_the_floor(ray_two_cpus, tmp_path):
+def test_sms_spam_two_workers_reaches_the_floor(ray_local, tmp_path):
     project = load_project(REPO / "examples" / "sms_spam.yaml", [("workdir", str(tmp_path))])
     result = train(project)
     m = result.metrics
@@ -80,7 +68,7 @@ def test_sms_spam_two_workers_reaches_the_floor(ray_two_cpus, tmp_path):
 
 @pytest.mark.slow
 @needs_shared
-def test_german_credit_two_workers_reaches_the_floor(ray_two_cpus, tmp_path):
+def test_german_credit_two_workers_reaches_the_floor(ray_local, tmp_path):
     project = load_project(REPO / "examples" / "german_credit.yaml", [("workdir", str(tmp_path))])
     result = train(project)
     assert result.metrics["test_roc_auc"] >= 0.70, result.metrics
@@ -99,7 +87,7 @@ def _train_workers() -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_two_cpus, tmp_path):
+def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_local, tmp_path):
     project = tiny_project(tmp_path, epochs=5, checkpoint_every=1, max_failures=1)
     killed: dict = {}
 
@@ -130,7 +118,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_two_cpus, tmp_path
 
 
 @pytest.mark.slow
-def test_resume_continues_a_stopped_run(ray_two_cpus, tmp_path):
+def test_resume_continues_a_stopped_run(ray_local, tmp_path):
     first = train(tiny_project(tmp_path, epochs=2), publish=False)
     assert first.metrics["epoch"] == 2
     more = tiny_project(tmp_path, epochs=3)
@@ -145,34 +133,6 @@ def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
 
     with pytest.raises(UserInputError, match="no run 'nope'"):
         train(tiny_project(tmp_path), resume="nope")
-
-
-@pytest.fixture
-def two_node_cluster(monkeypatch):
-    """Two real raylets (1 CPU each) on this machine, on loopback, in a private temp dir."""
-    import shutil
-    import tempfile
-
-    import ray
-    import ray._private.ray_constants
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray_tmp = tempfile.mkdtemp(prefix="sy-")
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
-    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
-    loopback = {"node_ip_address": "127.0.0.1"}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **loopback})
-    try:
-        cluster.add_node(num_cpus=1, **loopback)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address)
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
