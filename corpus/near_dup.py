@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from shipyard.corpus.clean import mix64
 from shipyard.errors import UserInputError
 
 # Largest prime below 2**32: with a, b < P and 32-bit shingle hashes, a*x + b < 2**64, so the
@@ -165,17 +166,7 @@ def _shingle_hashes(
     for offset in range(shingle):
         h *= _POLY
         h += padded[starts + offset]
-    return _mix64(h) >> np.uint64(32)
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: spreads every input bit over the output (in place, uint64)."""
-    z ^= z >> np.uint64(30)
-    z *= np.uint64(0xBF58476D1CE4E5B9)
-    z ^= z >> np.uint64(27)
-    z *= np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return z
+    return mix64(h) >> np.uint64(32)
 
 
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,11 +186,11 @@ def _sig_matrix(batch: pa.Table, num_perm: int) -> np.ndarray:
 def _band_buckets(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) int64 bucket ids: a hash of (band index, the band's signature values)."""
     h = np.broadcast_to(np.arange(bands, dtype=np.uint64) + np.uint64(1), (sig.shape[0], bands))
-    h = _mix64(h.copy())
+    h = mix64(h)
     by_band = sig.reshape(sig.shape[0], bands, rows).astype(np.uint64)
     for j in range(rows):
         h ^= by_band[:, :, j]
-        h = _mix64(h)
+        h = mix64(h)
     return h.view(np.int64)
 
 
