@@ -91,8 +91,3 @@ def client_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.setdefault(AUTH_MODE_VAR, "token")
     return env
-
-
-def enable_in_process() -> None:
-    """Turn token mode on for Ray clients created later in this process (e.g. `ray.init`)."""
-    os.environ.setdefault(AUTH_MODE_VAR, "token")
