@@ -1,10 +1,9 @@
 """The final stage: rows -> model inputs and their split, run as Ray Data tasks on every node.
 
-Text goes through the same `TextVectorization` the exported model will contain, built from the
-manifest's vocabulary once per worker process and kept (workers are reused across tasks and
-runs, so neither TensorFlow's import nor the layer is paid per batch). Tabular rows stay raw —
-the model normalizes them itself from the manifest's statistics — except that missing numbers
-take the training mean.
+Text goes through `arrow_tokenizer`, which gives exactly the ids of the `TextVectorization` the
+exported model contains (proven per code point by its tests) without importing TensorFlow in the
+workers. Tabular rows stay raw — the model normalizes them itself from the manifest's statistics —
+except that missing numbers take the training mean.
 """
 
 from __future__ import annotations
@@ -15,22 +14,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shipyard.corpus import arrow_tokenizer
 from shipyard.corpus.split import split_column
 from shipyard.corpus.tokenizer_settings import TokenizerSettings
 
-_VECTORIZERS: collections.OrderedDict[str, object] = collections.OrderedDict()
+_VOCABULARIES: collections.OrderedDict[str, pa.Array] = collections.OrderedDict()
 
 
-def _vectorizer(vocab_id: str, vocabulary: list[str], settings: TokenizerSettings):
-    """A per-process cache of the vectorizer for one vocabulary (the two newest are kept)."""
-    layer = _VECTORIZERS.get(vocab_id)
-    if layer is None:
-        from shipyard.corpus.tokenizer import build_vectorizer
-
-        layer = _VECTORIZERS[vocab_id] = build_vectorizer(vocabulary, settings)
-        while len(_VECTORIZERS) > 2:
-            _VECTORIZERS.popitem(last=False)
-    return layer
+def _vocabulary(vocab_id: str, vocabulary: list[str]) -> pa.Array:
+    """A per-process cache of the vocabulary as Arrow (workers are reused across tasks)."""
+    array = _VOCABULARIES.get(vocab_id)
+    if array is None:
+        array = _VOCABULARIES[vocab_id] = pa.array(vocabulary, pa.string())
+        while len(_VOCABULARIES) > 2:
+            _VOCABULARIES.popitem(last=False)
+    return array
 
 
 def _label_ids(labels: pa.ChunkedArray | pa.Array, index: dict[str, int]) -> pa.Array:
@@ -66,10 +64,7 @@ def encode_text(
     labels: dict[str, int],
     cuts: dict | None,
 ) -> pa.Table:
-    from shipyard.corpus.tokenizer import encode
-
-    layer = _vectorizer(vocab_id, vocabulary, settings)
-    ids = encode(batch["text"].to_numpy(zero_copy_only=False), layer)
+    ids = arrow_tokenizer.encode(batch["text"], _vocabulary(vocab_id, vocabulary), settings)
     return pa.table(
         {
             "key": batch["key"],

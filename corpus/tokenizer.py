@@ -18,7 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from shipyard.corpus.tokenizer_settings import OOV, PAD, Mode, TokenizerSettings
+from shipyard.corpus.tokenizer_settings import (
+    CJK,
+    FORMAT,
+    OOV,
+    PAD,
+    PUNCT,
+    SEPARATORS,
+    Mode,
+    TokenizerSettings,
+)
 
 __all__ = [
     "OOV",
@@ -31,17 +40,14 @@ __all__ = [
     "tokenize",
 ]
 
-PUNCT = r"[\p{P}\p{S}]"
-CJK = r"([\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}])"
-
 
 def _raw_clean(x: tf.Tensor) -> tf.Tensor:
     """The part of corpus cleaning that TensorFlow can do, so raw text at serving time encodes
     like the cleaned shard text: format characters dropped, controls (C1 and U+0085 included)
     and separators to spaces. A no-op on text that `corpus.clean.clean_text` already cleaned;
     only NFKC (no TensorFlow op) is left to the caller."""
-    x = tf.strings.regex_replace(x, r"\p{Cf}+", "")
-    return tf.strings.regex_replace(x, r"[\p{Cc}\p{Z}]", " ")
+    x = tf.strings.regex_replace(x, FORMAT, "")
+    return tf.strings.regex_replace(x, SEPARATORS, " ")
 
 
 def _lower(x: tf.Tensor) -> tf.Tensor:

@@ -13,14 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shipyard.corpus import arrow_tokenizer
 from shipyard.corpus.tokenizer_settings import OOV, PAD, TokenizerSettings
 
 
 def _count_tokens(batch: pa.Table, settings: TokenizerSettings) -> pa.Table:
-    from shipyard.corpus.tokenizer import count_tokens  # TensorFlow: only in the workers
-
-    tokens, counts = count_tokens(batch["text"].to_numpy(zero_copy_only=False), settings)
-    return pa.table({"token": pa.array(tokens, pa.binary()), "count": pa.array(counts)})
+    return arrow_tokenizer.count_tokens(batch["text"], settings)
 
 
 def build_vocabulary(train_ds, settings: TokenizerSettings) -> list[str]:
@@ -31,7 +29,7 @@ def build_vocabulary(train_ds, settings: TokenizerSettings) -> list[str]:
     group-by would shuffle through 200 partitions, which costs more than it saves here.
     """
     partials = train_ds.map_batches(
-        _count_tokens, fn_args=(settings,), batch_format="pyarrow", batch_size=16384
+        _count_tokens, fn_args=(settings,), batch_format="pyarrow", batch_size=None
     )
     merged: pa.Table | None = None
     pending: list[pa.Table] = []
