@@ -1,10 +1,11 @@
 """`shipyard data prepare`: raw corpus -> cleaned, deduplicated, split, encoded Parquet shards.
 
 The pipeline is Ray Data streaming operators end to end, so it spreads over every node and holds
-corpora far larger than memory (the deduplicated corpus sits in Ray's object store, which spills):
+corpora far larger than memory (nothing is materialized: exact dedup partitions rows into buckets
+on disk, see `dedup.py`, and the later passes stream the deduplicated Parquet back):
 
-    read line ranges -> clean (+ key, draw, row hash) -> hash-partition by key -> keep one row
-    per key -> [near-dup] -> profile (counts, split histograms, content digest) -> split cuts ->
+    read line ranges -> clean (+ key, draw, row hash) -> bucket by key -> keep one row per key
+    -> [near-dup] -> profile (counts, split histograms, content digest) -> split cuts ->
     vocabulary or statistics from train -> encode + split -> Parquet per split
 
 Only small aggregates reach the driver. Output is written to a temporary folder beside the target
@@ -32,12 +33,11 @@ import pyarrow.compute as pc
 import ray
 import ray.data
 
-from shipyard.corpus import clean, sources, split, synth
+from shipyard.corpus import clean, dedup, sources, split, synth
 from shipyard.corpus.manifest import FORMAT_VERSION, MANIFEST, PreparedCorpus, write_manifest
 from shipyard.errors import ShipyardError, UserInputError
 from shipyard.project import DataConfig, Project
 
-TARGET_BLOCK_BYTES = 32 << 20
 MAX_CATEGORIES = 1_000
 PIPELINE_VERSION = 2  # part of the fingerprint: corpora built by older code are rebuilt
 EXTRA = "data.extra_sources"
@@ -258,7 +258,8 @@ def _run(
     cpus = _cpus()
     clock = _Clock()
     opts = _clean_options(data, layouts[0], has_split=bool(data.source_splits))
-    deduped = _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder)
+    work_dir = os.path.join(tmp, ".work")  # intermediate Parquet, removed before the rename
+    deduped = _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder, work_dir)
     clock.lap("read, clean, dedup")
     profile = _profile_of(deduped, opts.draw)
     clock.lap("profile")
@@ -341,12 +342,13 @@ def _run(
         if os.path.isdir(hive):
             os.rename(hive, os.path.join(tmp, name))
     manifest["content_hash"] = _content_hash(manifest, profile["digests"], data, opts.draw)
+    shutil.rmtree(work_dir, ignore_errors=True)
     return manifest
 
 
-def _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder):
-    """Every source read and cleaned, unioned, and one row kept per key (materialized: the later
-    stages read it several times)."""
+def _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder, work_dir):
+    """Every source read and cleaned, unioned, and one row kept per key, written to Parquet under
+    `work_dir` and returned as a lazy dataset over it (later stages read it several times)."""
     has_split = bool(data.source_splits)
     extras = [src.field.startswith(EXTRA) for src in inputs]
     cleaned = []
@@ -358,14 +360,9 @@ def _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder):
         cleaned.append(ds.map_batches(_clean_stage, fn_args=(o, recorder), batch_format="pyarrow"))
     ds = cleaned[0].union(*cleaned[1:]) if len(cleaned) > 1 else cleaned[0]
     if data.dedup == "none":
-        return ds.materialize()
+        return dedup.persist(ds, work_dir)
     total_bytes = sum(f.bytes for group in files for f in group)
-    blocks = max(2, min(4 * cpus, total_bytes // TARGET_BLOCK_BYTES + 1))
-    return (
-        ds.repartition(blocks, keys=["key"])
-        .map_batches(clean.dedup_block, fn_args=(has_split,), batch_format="pyarrow")
-        .materialize()
-    )
+    return dedup.exact(ds, work_dir, dedup.bucket_count(total_bytes, cpus), has_split)
 
 
 def _learn_text(data: DataConfig, train, label_index, cuts, manifest: dict):
@@ -392,7 +389,7 @@ def _learn_text(data: DataConfig, train, label_index, cuts, manifest: dict):
     }
     vocab_id = hashlib.sha256(json.dumps([vocabulary, settings.to_dict()]).encode()).hexdigest()
     args = (vocab_id, vocabulary, settings, label_index, cuts)
-    return encode.encode_text, args, 16384  # TextVectorization's overhead is paid per batch
+    return encode.encode_text, args, None
 
 
 def _learn_tabular(opts: clean.CleanOptions, train, label_index, cuts, manifest: dict):
