@@ -128,6 +128,11 @@ class TrainingConfig(Section):
     checkpoint_every: int = Field(1, ge=1)
     max_failures: int = Field(0, ge=-1)
     mixed_precision: bool = False
+    # Embedding gradients: allreduced as dense tensors (one fused allreduce) or allgathered as
+    # the rows a batch touched; "auto" is dense up to DENSE_EMBEDDING_VALUES values.
+    sparse_as_dense: bool | Literal["auto"] = "auto"
+    # Keep each worker's train shard in memory after the first epoch; "auto": up to 512 MB.
+    cache_shard: bool | Literal["auto"] = "auto"
     storage_path: str | None = None
     model_name: str | None = None
     seed: int = 42

@@ -23,6 +23,11 @@ import tensorflow as tf
 
 STATE = "state.json"
 WEIGHTS = "ckpt"
+CHUNK_ROWS = 4096  # rows per hand-over from Ray Data to tf.data
+SHUFFLE_ROWS = 8192  # tf.data's shuffle buffer, in rows: two chunks, so rows mix across them
+CACHE_SHARD_BYTES = 512 << 20  # `cache_shard="auto"` keeps a worker's train shard up to this
+DENSE_EMBEDDING_VALUES = 16_000_000  # 64 MB of float32: `sparse_as_dense="auto"` goes dense below
+_DTYPES = {"string": tf.string, "int32": tf.int32, "int64": tf.int64, "float32": tf.float32}
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -57,7 +62,9 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = tf.keras.optimizers.legacy.Adam(lr)
     binary = corpus.num_classes == 2
     model.compile(
-        optimizer=hvd.DistributedOptimizer(optimizer),
+        optimizer=hvd.DistributedOptimizer(
+            optimizer, sparse_as_dense=_sparse_as_dense(tcfg.sparse_as_dense, model)
+        ),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -72,22 +79,41 @@ def train_loop_per_worker(config: dict) -> None:
                 start_epoch = json.load(f)["epoch"]
 
     columns = feature_columns(kind, corpus)
-    features = columns if kind.inputs == "features" else columns[0]
     batch = tcfg.batch_size
+    rows_per_worker = corpus.rows("train") // hvd.size()
 
-    def split_data(name: str, shuffle: bool = False):
-        ds = ray.train.get_dataset_shard(name).to_tf(
-            feature_columns=features,
-            label_columns="label",
-            batch_size=batch,
-            local_shuffle_buffer_size=batch * 8 if shuffle else None,
-            local_shuffle_seed=tcfg.seed if shuffle else None,
-        )
-        if kind.inputs == "features":  # Keras tabular inputs are (batch, 1) columns
-            ds = ds.map(lambda x, y: ({k: tf.reshape(v, (-1, 1)) for k, v in x.items()}, y))
-        if binary:
-            ds = ds.map(lambda x, y: (x, tf.cast(tf.reshape(y, (-1, 1)), tf.float32)))
+    def train_data():
+        """This rank's train shard as a tf.data pipeline: Ray Data hands over chunks of
+        CHUNK_ROWS rows (its per-batch Python work is paid per chunk, not per step), and tf.data
+        shuffles rows across chunks and batches them in C++. A shard small enough is kept after
+        the first epoch: every later epoch would otherwise wait for Ray Data to start streaming
+        again and to fill the shuffle buffer (measured 1.7 s of a 12 s epoch)."""
+        shard = ray.train.get_dataset_shard("train")
+        names = [*columns, "label"]
+
+        def chunks():
+            for b in shard.iter_batches(batch_size=CHUNK_ROWS, batch_format="numpy"):
+                yield tuple(b[c] for c in names)
+
+        schema = corpus.manifest["schema"]
+        spec = tuple(_tensor_spec(schema[c]) for c in names)
+        ds = tf.data.Dataset.from_generator(chunks, output_signature=spec)
+        if _cache_shard(tcfg.cache_shard, schema, names, rows_per_worker):
+            ds = ds.cache()
+        ds = ds.unbatch()
+        ds = ds.shuffle(SHUFFLE_ROWS, seed=tcfg.seed + hvd.rank(), reshuffle_each_iteration=True)
+        ds = ds.batch(batch).map(_to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _to_model_inputs(*tensors):
+        *x, y = tensors
+        if kind.inputs == "features":  # Keras tabular inputs are (batch, 1) columns
+            x = {c: tf.reshape(v, (-1, 1)) for c, v in zip(columns, x, strict=True)}
+        else:
+            x = x[0]
+        if binary:
+            y = tf.cast(tf.reshape(y, (-1, 1)), tf.float32)
+        return x, y
 
     def eval_batches(name: str):
         """This rank's rows of an evaluation split, as (features, labels) numpy batches.
@@ -111,7 +137,6 @@ def train_loop_per_worker(config: dict) -> None:
                 x = b[columns[0]]
             yield x, b["label"]
 
-    rows_per_worker = corpus.rows("train") // hvd.size()
     steps = max(1, -(-rows_per_worker // batch))
     splits = [s for s in ("train", "validation", "test") if s in config["splits"]]
     callbacks = [
@@ -136,7 +161,7 @@ def train_loop_per_worker(config: dict) -> None:
         callbacks[-1].on_epoch_end(tcfg.epochs - 1, {})
         return
     model.fit(
-        split_data("train", shuffle=True),
+        train_data(),
         initial_epoch=start_epoch,
         epochs=tcfg.epochs,
         callbacks=callbacks,
@@ -145,6 +170,41 @@ def train_loop_per_worker(config: dict) -> None:
     # Leave together: a rank that exits while another still talks to it makes Gloo log
     # "Connection reset by peer" from Horovod's background loop.
     hvd_tf.join()
+
+
+def _cache_shard(setting: bool | str, schema: dict, columns: list[str], rows: int) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    return rows * sum(_row_bytes(schema[c]) for c in columns) <= CACHE_SHARD_BYTES
+
+
+def _row_bytes(column_type: str) -> int:
+    """A column's bytes per row, from its manifest type; strings are guessed generously."""
+    name, _, width = column_type.partition("[")
+    size = 256 if name == "string" else 8 if name.endswith("64") else 4
+    return size * (int(width.rstrip("]")) if width else 1)
+
+
+def _sparse_as_dense(setting: bool | str, model: tf.keras.Model) -> bool:
+    """Small embedding tables go dense: their gradients join the one fused allreduce of every
+    other gradient, instead of allgathers whose sizes Horovod must first exchange every step.
+    Large tables stay sparse: the rows a batch touches are far fewer than the table."""
+    if setting != "auto":
+        return bool(setting)
+    values = sum(
+        int(np.prod(w.shape))
+        for layer in model.submodules
+        if isinstance(layer, tf.keras.layers.Embedding)
+        for w in layer.trainable_weights
+    )
+    return values <= DENSE_EMBEDDING_VALUES
+
+
+def _tensor_spec(column_type: str) -> tf.TensorSpec:
+    """A manifest schema entry ("string", "float32", "int32[64]") as a batch's TensorSpec."""
+    name, _, width = column_type.partition("[")
+    shape = (None, int(width.rstrip("]"))) if width else (None,)
+    return tf.TensorSpec(shape, _DTYPES[name])
 
 
 def _configure_threads(threads: int) -> None:
