@@ -22,13 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shipyard.corpus.tokenizer_settings import (
-    CJK,
-    FORMAT,
-    PUNCT,
-    SEPARATORS,
-    TokenizerSettings,
-)
+from shipyard.corpus.tokenizer_settings import CJK, FORMAT, TokenizerSettings
 
 # Code points (inclusive ranges) that Arrow and TensorFlow 2.15 (ICU lowercasing, its RE2)
 # standardize differently in some mode, as found by tests/corpus/test_arrow_tokenizer.py, which
@@ -88,13 +82,23 @@ def _class(ranges: tuple[tuple[int, int], ...]) -> str:
 _DIVERGENT_RE = _class(DIVERGENT)
 
 
+# One pass for what the TensorFlow side does in two (separators, then punctuation after
+# lowercasing): every such code point becomes a space. It matches only what must change — a lone
+# ASCII space is left alone instead of being rewritten at every word boundary — and the
+# per-code-point test proves the reordering around lowercasing changes nothing.
+_TO_SPACE = r"[^\P{Z} ]|[\p{Cc}\p{P}\p{S}]"
+
+
 def standardize(texts: pa.Array, settings: TokenizerSettings) -> pa.Array:
-    """`tokenizer.standardize_*` step for step: clean, lowercase, punctuation, CJK, char."""
-    x = pc.replace_substring_regex(texts, FORMAT, "")
-    x = pc.replace_substring_regex(x, SEPARATORS, " ")
+    """What `tokenizer.standardize_*` computes: format characters dropped, separators, controls,
+    punctuation and symbols to spaces, lowercased; CJK characters spaced apart (cjk) or every
+    space dropped (char)."""
+    x = texts
+    if pc.all(pc.string_is_ascii(x)).as_py() is False:  # some row is not pure ASCII
+        x = pc.replace_substring_regex(x, FORMAT, "")  # no ASCII character is a format character
+    x = pc.replace_substring_regex(x, _TO_SPACE, " ")
     if settings.lowercase:
         x = pc.utf8_lower(x)
-    x = pc.replace_substring_regex(x, PUNCT, " ")
     if settings.mode == "cjk":
         x = pc.replace_substring_regex(x, CJK, r" \1 ")
     elif settings.mode == "char":

@@ -13,16 +13,22 @@ Parquet several times (profile, split cuts, vocabulary, encoding); from local di
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
+import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shipyard.corpus import clean
+from shipyard.corpus.memory import release_memory
 
-BUCKET_BYTES = 48 << 20  # of input text per bucket: ~3x that in memory while it is deduplicated
+log = logging.getLogger(__name__)
+BUCKET_BYTES = 16 << 20  # of input text per bucket: ~3x that in memory while it is deduplicated
+ROWS_PER_FILE = 1 << 16  # deduplicated output: files (so blocks) small enough to spread the work
 _HEX_VALUE = np.zeros(256, dtype=np.uint64)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
 
@@ -32,10 +38,11 @@ def bucket_count(total_bytes: int, cpus: int) -> int:
     return max(cpus, math.ceil(total_bytes / BUCKET_BYTES))
 
 
-def exact(ds, work_dir: str, buckets: int, has_split: bool):
-    """`ds` with one row per key, as a lazy dataset over Parquet written under `work_dir`."""
+def exact(ds, work_dir: str, buckets: int, has_split: bool) -> str:
+    """`ds` with one row per key, written as Parquet under `work_dir`; returns its folder."""
     import ray.data
 
+    started = time.perf_counter()
     parts = os.path.join(work_dir, "buckets")
     ds.map_batches(_with_bucket, fn_args=(buckets,), batch_format="pyarrow").write_parquet(
         parts, partition_cols=["bucket"]
@@ -43,22 +50,24 @@ def exact(ds, work_dir: str, buckets: int, has_split: bool):
     found = sorted(
         int(name.split("=", 1)[1]) for name in os.listdir(parts) if name.startswith("bucket=")
     )
+    log.debug("dedup: read, clean, bucket %.2f s", time.perf_counter() - started)
+    started = time.perf_counter()
     deduped = os.path.join(work_dir, "deduped")
     (
         ray.data.from_items([{"bucket": b} for b in found], override_num_blocks=len(found))
         .map_batches(_dedup_buckets, fn_args=(parts, has_split), batch_format="pyarrow")
-        .write_parquet(deduped)
+        .write_parquet(deduped, max_rows_per_file=ROWS_PER_FILE)
     )
-    return ray.data.read_parquet(deduped)
+    shutil.rmtree(parts, ignore_errors=True)
+    log.debug("dedup: %d buckets %.2f s", len(found), time.perf_counter() - started)
+    return deduped
 
 
-def persist(ds, work_dir: str):
-    """`ds` written once and read back lazily (no dedup): later stages read it several times."""
-    import ray.data
-
+def persist(ds, work_dir: str) -> str:
+    """`ds` written as Parquet under `work_dir` (no dedup); returns its folder."""
     path = os.path.join(work_dir, "rows")
-    ds.write_parquet(path)
-    return ray.data.read_parquet(path)
+    ds.write_parquet(path, max_rows_per_file=ROWS_PER_FILE)
+    return path
 
 
 def _with_bucket(batch: pa.Table, buckets: int) -> pa.Table:
@@ -87,5 +96,5 @@ def _dedup_buckets(batch: pa.Table, parts: str, has_split: bool) -> pa.Table:
         table = pq.read_table(files, partitioning=None)
         tables.append(clean.dedup_block(table, has_split))
         del table
-        pa.default_memory_pool().release_unused()
+        release_memory()
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]

@@ -33,8 +33,9 @@ import pyarrow.compute as pc
 import ray
 import ray.data
 
-from shipyard.corpus import clean, dedup, sources, split, synth
+from shipyard.corpus import clean, dedup, parquet_parts, sources, split, synth
 from shipyard.corpus.manifest import FORMAT_VERSION, MANIFEST, PreparedCorpus, write_manifest
+from shipyard.corpus.memory import release_memory
 from shipyard.errors import ShipyardError, UserInputError
 from shipyard.project import DataConfig, Project
 
@@ -228,21 +229,15 @@ def _record(recorder, stage: str, rows: int) -> None:
 def _clean_stage(batch: pa.Table, opts: clean.CleanOptions, recorder) -> pa.Table:
     out = clean.clean_batch(batch, opts)
     _record(recorder, "clean", batch.num_rows)
-    _release_memory()
+    release_memory()
     return out
 
 
 def _encode_stage(batch: pa.Table, fn, args: tuple, recorder) -> pa.Table:
     out = fn(batch, *args)
     _record(recorder, "encode", batch.num_rows)
-    _release_memory()
+    release_memory()
     return out
-
-
-def _release_memory() -> None:
-    """Hand Arrow's freed pages back to the OS: its allocator keeps them, so an idle worker would
-    hold the peak of its last batch (measured ~200 MB a worker after encoding 250k rows)."""
-    pa.default_memory_pool().release_unused()
 
 
 # -- the pipeline --------------------------------------------------------------------------------
@@ -261,9 +256,9 @@ def _run(
     work_dir = os.path.join(tmp, ".work")  # intermediate Parquet, removed before the rename
     deduped = _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder, work_dir)
     clock.lap("read, clean, dedup")
-    profile = _profile_of(deduped, opts.draw)
+    profile = _profile_of(deduped.read(*_PROFILE_COLUMNS), opts.draw)
     clock.lap("profile")
-    kept = deduped.map_batches(_only_ok, batch_format="pyarrow")
+    kept = deduped.read().map_batches(_only_ok, batch_format="pyarrow")
     near_removed = 0
     if data.dedup == "near" and data.kind == "text":
         from shipyard.corpus.near_dup import near_duplicate_keys
@@ -273,6 +268,7 @@ def _run(
         if drop:
             kept = kept.map_batches(_drop_keys, fn_args=(drop,), batch_format="pyarrow")
             kept = kept.materialize()
+            deduped = _Rows(kept)
             first, profile = profile, _profile_of(kept, opts.draw)
             profile.update(read=first["read"], dropped=first["dropped"])
         clock.lap("near-dup")
@@ -284,7 +280,8 @@ def _run(
     labels, label_index = _labels(data, profile["labels"])
     if opts.draw:
         fractions = (data.splits.train, data.splits.validation)
-        cuts = split.stratified_cuts(kept, profile["histograms"], fractions)
+        usable = deduped.read("status", "label", "u").map_batches(_only_ok, batch_format="pyarrow")
+        cuts = split.stratified_cuts(usable, profile["histograms"], fractions)
         per_split = split.split_counts(profile["histograms"], fractions)
         clock.lap("split cuts")
     else:
@@ -325,7 +322,12 @@ def _run(
         )
         manifest["counts"]["extra_rows"] = {"read": read, "kept": profile["extra_kept"]}
 
-    train = kept.map_batches(split.is_split, fn_args=("train", cuts), batch_format="pyarrow")
+    needed = ["text"] if data.kind == "text" else [*opts.numeric, *opts.categorical]
+    train = (
+        deduped.read("status", "label", "u", "split", *needed)
+        .map_batches(_only_ok, batch_format="pyarrow")
+        .map_batches(split.is_split, fn_args=("train", cuts), batch_format="pyarrow")
+    )
     if data.kind == "text":
         fn, args, batch_size = _learn_text(data, train, label_index, cuts, manifest)
         clock.lap("vocabulary")
@@ -346,9 +348,9 @@ def _run(
     return manifest
 
 
-def _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder, work_dir):
+def _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder, work_dir) -> _Rows:
     """Every source read and cleaned, unioned, and one row kept per key, written to Parquet under
-    `work_dir` and returned as a lazy dataset over it (later stages read it several times)."""
+    `work_dir` (later stages read it several times, each only the columns it needs)."""
     has_split = bool(data.source_splits)
     extras = [src.field.startswith(EXTRA) for src in inputs]
     cleaned = []
@@ -360,9 +362,32 @@ def _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder, work_di
         cleaned.append(ds.map_batches(_clean_stage, fn_args=(o, recorder), batch_format="pyarrow"))
     ds = cleaned[0].union(*cleaned[1:]) if len(cleaned) > 1 else cleaned[0]
     if data.dedup == "none":
-        return dedup.persist(ds, work_dir)
+        return _Rows(dedup.persist(ds, work_dir))
     total_bytes = sum(f.bytes for group in files for f in group)
-    return dedup.exact(ds, work_dir, dedup.bucket_count(total_bytes, cpus), has_split)
+    return _Rows(dedup.exact(ds, work_dir, dedup.bucket_count(total_bytes, cpus), has_split))
+
+
+# What the profile pass reads (those present): everything but the text, key and features.
+_PROFILE_COLUMNS = ("status", "label", "split", "copies", "rowhash", "extra", "u")
+
+
+class _Rows:
+    """The deduplicated rows: Parquet read back with only the columns a pass needs (the text is
+    most of the bytes and most passes never look at it), or an in-memory dataset."""
+
+    def __init__(self, source):
+        self.source = source
+        if isinstance(source, str):
+            import pyarrow.parquet as pq
+
+            self.files = parquet_parts.files_in(source)
+            self.names = set(pq.read_schema(self.files[0]).names) if self.files else set()
+
+    def read(self, *columns: str):
+        if not isinstance(self.source, str):
+            return self.source
+        wanted = [c for c in columns if c in self.names] if columns else None
+        return parquet_parts.read(self.files, wanted)
 
 
 def _learn_text(data: DataConfig, train, label_index, cuts, manifest: dict):
@@ -482,6 +507,8 @@ def _is_numeric(t) -> bool:
 def _only_ok(batch: pa.Table) -> pa.Table:
     """The usable rows. Dedup sorts by key and the `~status` keys sort last, so they are
     usually a prefix: a zero-copy slice instead of copying every column of the corpus."""
+    if "status" not in batch.column_names:  # already filtered (the near-dup path)
+        return batch
     ok = pc.equal(batch["status"], clean.OK)
     usable = pc.sum(ok).as_py() or 0
     if usable == batch.num_rows or (usable and pc.all(ok.slice(0, usable)).as_py()):
