@@ -40,7 +40,7 @@ EXTENSION_FORMATS = {
 }
 SAMPLE_BYTES = 1 << 20  # what the driver parses to learn column names and types
 MIN_RANGE_BYTES = 4 << 20
-MAX_RANGE_BYTES = 64 << 20
+MAX_RANGE_BYTES = 8 << 20  # a read task parses and cleans this much: its memory is ~30x that
 RESERVED = ("source", "split")  # columns the readers add
 
 
