@@ -140,13 +140,18 @@ def train_loop_per_worker(config: dict) -> None:
     steps = max(1, -(-rows_per_worker // batch))
     splits = [s for s in ("train", "validation", "test") if s in config["splits"]]
     callbacks = [
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        _takes_tensor_logs(hvd.callbacks.BroadcastGlobalVariablesCallback(0)),
         hvd.callbacks.MetricAverageCallback(),
     ]
     if tcfg.warmup_epochs and hvd.size() > 1 and start_epoch < tcfg.warmup_epochs:
         callbacks.append(
-            hvd.callbacks.LearningRateWarmupCallback(
-                initial_lr=lr, warmup_epochs=tcfg.warmup_epochs, steps_per_epoch=steps, verbose=0
+            _takes_tensor_logs(
+                hvd.callbacks.LearningRateWarmupCallback(
+                    initial_lr=lr,
+                    warmup_epochs=tcfg.warmup_epochs,
+                    steps_per_epoch=steps,
+                    verbose=0,
+                )
             )
         )
     callbacks.append(
@@ -170,6 +175,14 @@ def train_loop_per_worker(config: dict) -> None:
     # Leave together: a rank that exits while another still talks to it makes Gloo log
     # "Connection reset by peer" from Horovod's background loop.
     hvd_tf.join()
+
+
+def _takes_tensor_logs(callback: tf.keras.callbacks.Callback) -> tf.keras.callbacks.Callback:
+    """Horovod's batch-hook callbacks never read the batch logs, but Keras converts those logs to
+    NumPy for any batch-hook callback that does not declare it accepts tensors: a host sync after
+    every step that stops TensorFlow from queueing the next one."""
+    callback._supports_tf_logs = True
+    return callback
 
 
 def _cache_shard(setting: bool | str, schema: dict, columns: list[str], rows: int) -> bool:
