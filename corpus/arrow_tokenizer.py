@@ -156,7 +156,7 @@ def encode(texts: pa.Array, vocabulary: pa.Array, settings: TokenizerSettings) -
         from shipyard.corpus import tokenizer  # TensorFlow, for the few rows that need it
 
         mask = odd.to_numpy(zero_copy_only=False)
-        layer = tokenizer.build_vectorizer(vocabulary.to_pylist(), settings)
+        layer = _vectorizer(vocabulary, settings)
         out[mask] = tokenizer.encode(texts.filter(odd).to_numpy(False), layer)
         texts, rows = texts.filter(pc.invert(odd)), rows[~mask]
     flat, parents = tokens(texts, settings)
@@ -168,6 +168,25 @@ def encode(texts: pa.Array, vocabulary: pa.Array, settings: TokenizerSettings) -
     keep = position < length
     out[rows[parents[keep]], position[keep]] = ids[keep]
     return out
+
+
+# TensorFlow vectorizers for the divergent rows, by vocabulary: building one costs far more than
+# encoding a batch, and a Greek corpus (capital sigma) needs it in nearly every batch. Callers keep
+# one Arrow vocabulary per corpus, so its identity is the key; each entry holds the array, so the
+# id cannot be reused while it is cached.
+_VECTORIZERS: dict[int, tuple[pa.Array, TokenizerSettings, object]] = {}
+
+
+def _vectorizer(vocabulary: pa.Array, settings: TokenizerSettings):
+    entry = _VECTORIZERS.get(id(vocabulary))
+    if entry is None or entry[1] != settings:
+        from shipyard.corpus import tokenizer
+
+        layer = tokenizer.build_vectorizer(vocabulary.to_pylist(), settings)
+        entry = _VECTORIZERS[id(vocabulary)] = (vocabulary, settings, layer)
+        while len(_VECTORIZERS) > 2:  # the oldest go
+            del _VECTORIZERS[next(iter(_VECTORIZERS))]
+    return entry[2]
 
 
 def _contiguous(x: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -74,16 +74,16 @@ def _with_bucket(batch: pa.Table, buckets: int) -> pa.Table:
     """The bucket of each row from the first 16 hex digits of its (uniformly random) key."""
     keys = batch["key"].combine_chunks()
     # Keys are 32 hex characters, except the `~status` keys of unusable rows: pad or cut to 16.
-    head = np.zeros((len(keys), 16), dtype=np.uint8)
     offsets = np.frombuffer(keys.buffers()[1], np.int32)[keys.offset : keys.offset + len(keys) + 1]
     data = np.frombuffer(keys.buffers()[2], np.uint8)
+    value = np.zeros(len(keys), dtype=np.uint64)
+    digit = np.zeros(len(keys), dtype=np.uint8)
     for i in range(16):
         at = offsets[:-1] + i
         inside = at < offsets[1:]
-        head[inside, i] = data[at[inside]]
-    value = np.zeros(len(keys), dtype=np.uint64)
-    for i in range(16):
-        value = (value << np.uint64(4)) | _HEX_VALUE[head[:, i]]
+        digit[:] = 0
+        digit[inside] = data[at[inside]]
+        value = (value << np.uint64(4)) | _HEX_VALUE[digit]
     bucket = (value % np.uint64(buckets)).astype(np.int32)
     return batch.append_column("bucket", pa.array(bucket))
 

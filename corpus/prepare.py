@@ -267,7 +267,7 @@ def _run(
     clock.lap("read, clean, dedup")
     profile = _profile_of(deduped.read(*_PROFILE_COLUMNS), opts.draw)
     clock.lap("profile")
-    kept = deduped.read().map_batches(_only_ok, batch_format="pyarrow")
+    kept = deduped.usable()
     near_removed = 0
     if data.dedup == "near" and data.kind == "text":
         from shipyard.corpus.near_dup import near_duplicate_keys
@@ -289,8 +289,7 @@ def _run(
     labels, label_index = _labels(data, profile["labels"])
     if opts.draw:
         fractions = (data.splits.train, data.splits.validation)
-        usable = deduped.read("status", "label", "u").map_batches(_only_ok, batch_format="pyarrow")
-        cuts = split.stratified_cuts(usable, profile["histograms"], fractions)
+        cuts = split.stratified_cuts(deduped.usable("label", "u"), profile["histograms"], fractions)
         per_split = split.split_counts(profile["histograms"], fractions)
         clock.lap("split cuts")
     else:
@@ -332,10 +331,8 @@ def _run(
         manifest["counts"]["extra_rows"] = {"read": read, "kept": profile["extra_kept"]}
 
     needed = ["text"] if data.kind == "text" else [*opts.numeric, *opts.categorical]
-    train = (
-        deduped.read("status", "label", "u", "split", *needed)
-        .map_batches(_only_ok, batch_format="pyarrow")
-        .map_batches(split.is_split, fn_args=("train", cuts), batch_format="pyarrow")
+    train = deduped.usable("label", "u", "split", *needed).map_batches(
+        split.is_split, fn_args=("train", cuts), batch_format="pyarrow"
     )
     if data.kind == "text":
         fn, args, batch_size = _learn_text(data, train, label_index, cuts, manifest)
@@ -382,7 +379,8 @@ _PROFILE_COLUMNS = ("status", "label", "split", "copies", "rowhash", "extra", "u
 
 class _Rows:
     """The deduplicated rows: Parquet read back with only the columns a pass needs (the text is
-    most of the bytes and most passes never look at it), or an in-memory dataset."""
+    most of the bytes and most passes never look at it), or, after near-duplicate removal, the
+    usable rows as an in-memory dataset."""
 
     def __init__(self, source):
         self.source = source
@@ -393,10 +391,18 @@ class _Rows:
             self.names = set(pq.read_schema(self.files[0]).names) if self.files else set()
 
     def read(self, *columns: str):
+        """Every row, unusable ones included, with `columns` (those present; all when none)."""
         if not isinstance(self.source, str):
             return self.source
         wanted = [c for c in columns if c in self.names] if columns else None
         return parquet_parts.read(self.files, wanted)
+
+    def usable(self, *columns: str):
+        """The rows that pass cleaning, with `columns` (all when none)."""
+        if not isinstance(self.source, str):
+            return self.source  # filtered before it was kept in memory
+        wanted = ("status", *columns) if columns else ()
+        return self.read(*wanted).map_batches(_only_ok, batch_format="pyarrow")
 
 
 def _learn_text(data: DataConfig, train, label_index, cuts, manifest: dict):
@@ -516,8 +522,6 @@ def _is_numeric(t) -> bool:
 def _only_ok(batch: pa.Table) -> pa.Table:
     """The usable rows. Dedup sorts by key and the `~status` keys sort last, so they are
     usually a prefix: a zero-copy slice instead of copying every column of the corpus."""
-    if "status" not in batch.column_names:  # already filtered (the near-dup path)
-        return batch
     ok = pc.equal(batch["status"], clean.OK)
     usable = pc.sum(ok).as_py() or 0
     if usable == batch.num_rows or (usable and pc.all(ok.slice(0, usable)).as_py()):

@@ -193,9 +193,9 @@ def _cache_shard(setting: bool | str, schema: dict, columns: list[str], rows: in
 
 def _row_bytes(column_type: str) -> int:
     """A column's bytes per row, from its manifest type; strings are guessed generously."""
-    name, _, width = column_type.partition("[")
+    name, width = _parse_type(column_type)
     size = 256 if name == "string" else 8 if name.endswith("64") else 4
-    return size * (int(width.rstrip("]")) if width else 1)
+    return size * (width or 1)
 
 
 def _sparse_as_dense(setting: bool | str, model: tf.keras.Model) -> bool:
@@ -214,10 +214,15 @@ def _sparse_as_dense(setting: bool | str, model: tf.keras.Model) -> bool:
 
 
 def _tensor_spec(column_type: str) -> tf.TensorSpec:
-    """A manifest schema entry ("string", "float32", "int32[64]") as a batch's TensorSpec."""
+    """A manifest schema entry as a batch's TensorSpec."""
+    name, width = _parse_type(column_type)
+    return tf.TensorSpec((None, width) if width else (None,), _DTYPES[name])
+
+
+def _parse_type(column_type: str) -> tuple[str, int | None]:
+    """A manifest schema entry ("string", "float32", "int32[64]") as (dtype name, width or None)."""
     name, _, width = column_type.partition("[")
-    shape = (None, int(width.rstrip("]"))) if width else (None,)
-    return tf.TensorSpec(shape, _DTYPES[name])
+    return name, int(width.rstrip("]")) if width else None
 
 
 def _configure_threads(threads: int) -> None:
