@@ -126,6 +126,11 @@ def test_resume_continues_a_stopped_run(ray_local, tmp_path):
     assert resumed.run_name == first.run_name
     assert resumed.resumed_from_epoch == 2
     assert resumed.metrics["epoch"] == 3 and resumed.metrics["resumed_from_epoch"] == 2
+    # The optimizer's state came back too: its step count goes on from where the first run left
+    # it (Adam's moments are restored with it), instead of restarting at 0.
+    per_epoch = first.metrics["optimizer_steps"] / 2
+    assert per_epoch >= 1
+    assert resumed.metrics["optimizer_steps"] == 3 * per_epoch
 
 
 def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
