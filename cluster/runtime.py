@@ -3,7 +3,8 @@
 This module is the one place that pins Ray Train to its V1 API (`RAY_TRAIN_V2_ENABLED=0`): the V2
 API refuses `HorovodTrainer`, and the switch is read when `ray.train` is first imported, so it is
 set on import of this module (every training path imports it before `ray.train`) and shipped to
-worker processes through the job's runtime environment.
+worker processes through the job's runtime environment. The same runtime environment runs the
+job's workers at the driver's CPU priority instead of Ray's niceness 15 (see below).
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ WORKER_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter drowns the epoch lines
 }
+
+
+# Ray starts worker processes at niceness 15 so that its daemons win any contention for CPU
+# (ray-project/ray#24928). A shipyard job's workers are the job's main work, though: at 15, any
+# nice-0 process on the node (the driver polling its trial, an agent, a notebook) preempts a
+# Horovod rank mid-step, and the other ranks wait for it in the allreduce. Ray runs its own job
+# drivers at 0 for that reason (#33287); shipyard runs its jobs' workers at 0 too. Measured in
+# bench/training.py: 1 worker x 2 CPUs did 0.92 of plain Keras at 15 and 1.00 at 0. The
+# environment's own RAY_worker_niceness, when set, wins.
+NICENESS_VAR = "RAY_worker_niceness"  # Ray's spelling: RAY_ + the config key
+JOB_WORKER_NICENESS = "0"
 
 
 def ensure_train_v1() -> None:
@@ -102,7 +114,7 @@ def _configure_progress() -> None:
 
 
 def _env_vars_not_set_by_job() -> dict[str, str]:
-    """WORKER_ENV minus what the Ray job running this driver already sets.
+    """WORKER_ENV and the workers' niceness, minus what the Ray job running this driver sets.
 
     Inside a submitted job Ray merges the job's runtime_env with ray.init's and refuses any key
     given by both (even with equal values); `shipyard submit` ships WORKER_ENV with the job.
@@ -114,7 +126,11 @@ def _env_vars_not_set_by_job() -> dict[str, str]:
             job_env = (json.loads(job_json).get("runtime_env") or {}).get("env_vars") or {}
         except (ValueError, AttributeError):
             job_env = {}
-    return {k: v for k, v in WORKER_ENV.items() if k not in job_env}
+    wanted = {
+        **WORKER_ENV,
+        NICENESS_VAR: os.environ.get(NICENESS_VAR, JOB_WORKER_NICENESS),
+    }
+    return {k: v for k, v in wanted.items() if k not in job_env}
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
