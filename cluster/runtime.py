@@ -29,10 +29,10 @@ WORKER_ENV = {
 # (ray-project/ray#24928). A shipyard job's workers are the job's main work, though: at 15, any
 # nice-0 process on the node (the driver polling its trial, an agent, a notebook) preempts a
 # Horovod rank mid-step, and the other ranks wait for it in the allreduce. Ray runs its own job
-# drivers at 0 for that reason (#33287); shipyard runs its jobs' workers at 0 too. Measured in
-# bench/training.py: 1 worker x 2 CPUs did 0.92 of plain Keras at 15 and 1.00 at 0. The
-# environment's own RAY_worker_niceness, when set, wins.
-NICENESS_VAR = "RAY_worker_niceness"  # Ray's spelling: RAY_ + the config key
+# drivers at 0 for that reason (#33287); shipyard runs its jobs' workers at 0 too. Measured with
+# bench/training.py's runs, interleaved: 1 worker x 2 CPUs did 0.92 of plain Keras at 15 and 1.00
+# at 0. The environment's own RAY_worker_niceness, when set, wins.
+NICENESS_VAR = "RAY_worker_niceness"  # ray._private.ray_constants.RAY_WORKER_NICENESS, unimported
 JOB_WORKER_NICENESS = "0"
 
 

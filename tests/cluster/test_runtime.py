@@ -16,7 +16,7 @@ def embedded(monkeypatch):
     if ray.is_initialized():
         ray.shutdown()
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    monkeypatch.delenv(runtime.NICENESS_VAR, raising=False)
     runtime.connect(num_cpus=1, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -38,21 +38,22 @@ def test_workers_run_at_the_drivers_priority_not_rays_15(embedded):
     assert ray.get(niceness.remote()) == 0
     assert ray.get(Probe.remote().niceness.remote()) == 0
     # Ray's own default is still one option away, for work that should yield.
-    ray_default = niceness.options(runtime_env={"env_vars": {"RAY_worker_niceness": "15"}})
+    ray_default = niceness.options(runtime_env={"env_vars": {runtime.NICENESS_VAR: "15"}})
     assert ray.get(ray_default.remote()) == 15
 
 
 def test_the_environments_niceness_wins(monkeypatch):
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
-    monkeypatch.setenv("RAY_worker_niceness", "10")
-    assert runtime._env_vars_not_set_by_job()["RAY_worker_niceness"] == "10"
-    monkeypatch.delenv("RAY_worker_niceness")
-    assert runtime._env_vars_not_set_by_job()["RAY_worker_niceness"] == "0"
+    monkeypatch.setenv(runtime.NICENESS_VAR, "10")
+    assert runtime._env_vars_not_set_by_job()[runtime.NICENESS_VAR] == "10"
+    monkeypatch.delenv(runtime.NICENESS_VAR)
+    assert runtime._env_vars_not_set_by_job()[runtime.NICENESS_VAR] == "0"
 
 
 def test_a_submitted_jobs_own_env_vars_are_not_repeated(monkeypatch):
     # Ray refuses a key that both the job and ray.init set, even with equal values.
     job = '{"runtime_env": {"env_vars": {"RAY_TRAIN_V2_ENABLED": "0"}}}'
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", job)
+    monkeypatch.delenv(runtime.NICENESS_VAR, raising=False)
     env = runtime._env_vars_not_set_by_job()
-    assert "RAY_TRAIN_V2_ENABLED" not in env and env["RAY_worker_niceness"] == "0"
+    assert "RAY_TRAIN_V2_ENABLED" not in env and env[runtime.NICENESS_VAR] == "0"
