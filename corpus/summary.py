@@ -1,0 +1,30 @@
+"""What `shipyard data prepare` prints about a corpus: rows read, dropped, deduplicated, kept, and
+the rows per split and label."""
+
+from __future__ import annotations
+
+
+def format_summary(manifest: dict) -> str:
+    """What `shipyard data prepare` prints: rows read, dropped, deduplicated, per split/label."""
+    counts = manifest["counts"]
+    lines = [
+        f"corpus {manifest['name']}  content {manifest['content_hash'][:12]}",
+        f"  read                {counts['read']:>10,}",
+    ]
+    if "extra_rows" in counts:
+        extra = counts["extra_rows"]
+        lines.append(f"  of them extra rows  {extra['read']:>10,}  ({extra['kept']:,} kept)")
+    for reason, n in sorted(counts["dropped"].items()):
+        lines.append(f"  dropped ({reason + ')':<10} {n:>10,}")
+    lines.append(f"  exact duplicates    {counts['exact_duplicates']:>10,}")
+    if counts["near_duplicates"]:
+        lines.append(f"  near duplicates     {counts['near_duplicates']:>10,}")
+    lines.append(f"  kept                {counts['kept']:>10,}")
+    labels = sorted({lab for s in manifest["splits"].values() for lab in s["labels"]})
+    lines.append("  " + f"{'split':<12}{'rows':>10}" + "".join(f"{lab[:12]:>14}" for lab in labels))
+    for name, entry in manifest["splits"].items():
+        cells = "".join(f"{entry['labels'].get(lab, 0):>14,}" for lab in labels)
+        lines.append(f"  {name:<12}{entry['rows']:>10,}{cells}")
+    if "vocabulary" in manifest:
+        lines.append(f"  vocabulary          {len(manifest['vocabulary']) + 2:>10,} tokens")
+    return "\n".join(lines)
