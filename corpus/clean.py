@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shipyard.corpus.tokenizer_settings import FORMAT
 from shipyard.errors import UserInputError
 
 OK = "ok"
@@ -29,7 +30,6 @@ OK = "ok"
 # whitespace become one space. One RE2 pass that matches only what must change (a lone ASCII
 # space does not match), so it does not rewrite every word boundary of every document.
 WHITESPACE = r"[\p{Cc}\p{Z}]{2,}|[^\P{Z} ]|\p{Cc}"
-FORMAT = r"\p{Cf}+"  # zero-width and bidi marks, soft hyphens, BOMs: dropped
 # pandas' hash_array keys (16 bytes each): two independent SipHash-2-4 runs make the 128-bit key.
 _KEY_A, _KEY_B, _KEY_ROW = "shipyard.dedup.a", "shipyard.dedup.b", "shipyard.row.v01"
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
