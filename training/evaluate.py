@@ -15,8 +15,9 @@ import time
 from shipyard.corpus.manifest import PreparedCorpus
 from shipyard.errors import UserInputError
 from shipyard.project import Project
-from shipyard.training.export import load_exported, predict_split
+from shipyard.training.export_loader import load_exported
 from shipyard.training.metrics import classification_metrics
+from shipyard.training.split_stream import predict_split
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,7 +36,7 @@ def evaluate(model_ref: str, project: Project, split: str = "test", batch_size: 
     )
     seconds = time.perf_counter() - started
     metrics = classification_metrics(probs, labels, exported.num_classes)
-    trained_on = exported.signature["corpus"]["content_hash"]
+    trained_on = exported.signature.corpus.content_hash
     return {
         **metrics,
         "model": model_ref,
@@ -44,6 +45,8 @@ def evaluate(model_ref: str, project: Project, split: str = "test", batch_size: 
         "split": split,
         "labels": exported.labels,
         "corpus": corpus.path,
+        "corpus_content_hash": corpus.content_hash,
+        "trained_on_content_hash": trained_on,
         "corpus_matches": trained_on == corpus.content_hash,
         "rows_per_second": len(labels) / seconds if seconds > 0 else None,
     }
@@ -56,10 +59,10 @@ def _locate(model_ref: str, project: Project) -> tuple[str, int | None]:
         return candidate, None  # load_exported says so when it is not an export
     if candidate.startswith(("/", "./", "../", "~")):
         raise UserInputError(f"{model_ref}: no such export folder")
-    from shipyard.training import registry
+    from shipyard.training.model_versions import artifact_path, resolve
 
-    version = registry.resolve(project, model_ref)
-    return registry.artifact_path(project, version), version.version
+    version = resolve(project, model_ref)
+    return artifact_path(project, version), version.version
 
 
 def format_table(metrics: dict) -> str:
@@ -73,7 +76,10 @@ def format_table(metrics: dict) -> str:
             shown = "n/a" if math.isnan(value) else f"{value:.4f}"
             lines.append(f"  {key:<12}{shown:>10}")
     if not metrics.get("corpus_matches", True):
-        lines.append("  note: the model was exported from a different corpus (content hash)")
+        lines.append(
+            f"  note: the model was trained on corpus {metrics['trained_on_content_hash'][:12]},"
+            f" this is {metrics['corpus_content_hash'][:12]}"
+        )
     matrix, labels = metrics.get("confusion_matrix"), metrics.get("labels")
     if matrix and labels:
         width = max(8, *(len(str(lab)) + 2 for lab in labels))

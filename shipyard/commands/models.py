@@ -1,12 +1,20 @@
-"""`shipyard models` and `shipyard evaluate`."""
+"""`shipyard models`, `shipyard evaluate`, `shipyard versions` and `shipyard promote`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
+import warnings
 
 from shipyard.commands.project_args import add_project_argument, load
+
+REF_HELP = (
+    "name@alias, name:VERSION, name/VERSION, models:/..., or an alias or version of the"
+    " project's model"
+)
 
 
 def register(sub) -> None:
@@ -15,14 +23,21 @@ def register(sub) -> None:
 
     e = sub.add_parser("evaluate", help="score a registered model version on a corpus split")
     add_project_argument(e)
-    e.add_argument(
-        "model",
-        help="name@alias, name/VERSION, models:/..., an alias or version of the project's"
-        " model, or an export folder",
-    )
+    e.add_argument("model", help=f"{REF_HELP}, or an export folder")
     e.add_argument("--split", choices=["train", "validation", "test"], default="test")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(handler=evaluate)
+
+    v = sub.add_parser("versions", help="list a registered model's versions, aliases and scores")
+    add_project_argument(v)
+    v.add_argument("name", nargs="?", help="registered model (default: the project's)")
+    v.set_defaults(handler=versions)
+
+    p = sub.add_parser("promote", help="point an alias (champion by default) at a version")
+    add_project_argument(p)
+    p.add_argument("model", metavar="MODEL:VERSION", help=REF_HELP)
+    p.add_argument("--alias", default="champion", help="the alias to move (default: champion)")
+    p.set_defaults(handler=promote)
 
 
 def models(args: argparse.Namespace) -> int:
@@ -35,6 +50,7 @@ def models(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    _quiet_engines()
     from shipyard.training.evaluate import evaluate, format_table
 
     metrics = evaluate(args.model, load(args), split=args.split)
@@ -42,6 +58,24 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(_finite(metrics), indent=1))
     else:
         print(format_table(metrics))
+    return 0
+
+
+def versions(args: argparse.Namespace) -> int:
+    _quiet_engines()
+    from shipyard.training.model_versions import describe_versions, format_versions
+
+    project = load(args)
+    summaries = describe_versions(project, args.name)
+    print(format_versions(summaries, args.name or project.registered_model_name))
+    return 0
+
+
+def promote(args: argparse.Namespace) -> int:
+    _quiet_engines()
+    from shipyard.training.model_versions import promote
+
+    print(promote(load(args), args.model, alias=args.alias).describe())
     return 0
 
 
@@ -54,3 +88,24 @@ def _finite(value):
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+def _is_verbose() -> bool:
+    try:
+        from shipyard.verbosity import is_verbose
+    except ImportError:  # until shipyard.verbosity lands: the same variable, read here
+        return os.environ.get("SHIPYARD_VERBOSE", "").strip().lower() not in ("", "0", "false")
+    return is_verbose()
+
+
+def _quiet_engines() -> None:
+    """Only shipyard's own lines unless SHIPYARD_VERBOSE=1: no TensorFlow start-up chatter (its
+    C++ log, read once when TensorFlow is first imported, so set before that), no absl/Keras
+    warnings from loading a SavedModel, no MLflow notices."""
+    if _is_verbose():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("tensorflow", "absl", "keras", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("tensorflow", "keras", "mlflow", "pydantic"):
+        warnings.filterwarnings("ignore", module=module)
