@@ -94,7 +94,7 @@ def _is_verbose() -> bool:
     try:
         from shipyard.verbosity import is_verbose
     except ImportError:  # until shipyard.verbosity lands: the same variable, read here
-        return os.environ.get("SHIPYARD_VERBOSE", "").strip().lower() not in ("", "0", "false")
+        return os.environ.get("SHIPYARD_VERBOSE", "").strip().lower() in ("1", "true", "yes")
     return is_verbose()
 
 
