@@ -14,7 +14,7 @@ import json
 import os
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from shipyard.errors import ConfigError, UserInputError
 
-MODEL_KINDS = ("lstm_classifier", "transformer_classifier", "ngram_classifier", "mlp")
+MODEL_KINDS = ("lstm_classifier", "transformer_classifier", "ngram_classifier", "linear", "mlp")  # TEMP-LINEAR
 
 
 class Section(BaseModel):
@@ -107,11 +107,23 @@ class ModelConfig(Section):
     heads: int = Field(2, ge=1)
     hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
     ngram_buckets: int = Field(100_000, ge=16)
+    l2: float = Field(1e-5, ge=0)  # TEMP-LINEAR
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
 class ExportConfig(Section):
     compress: bool = False
+
+
+class EarlyStopping(Section):
+    """Stop every rank together when `metric` has not improved by `min_delta` for `patience`
+    epochs. The metric is computed from all ranks' gathered predictions, so every rank sees the
+    same value and takes the same decision: no rank is left waiting in an allreduce."""
+
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(2, ge=1)
+    min_delta: float = Field(0.0, ge=0)
 
 
 class TrainingConfig(Section):
@@ -126,6 +138,11 @@ class TrainingConfig(Section):
     scale_learning_rate: bool = True
     warmup_epochs: int = Field(1, ge=0)
     checkpoint_every: int = Field(1, ge=1)
+    # The checkpoint that is exported and registered: the best by this validation metric (the
+    # last one when the corpus has no validation split).
+    checkpoint_metric: str = "val_loss"
+    checkpoint_mode: Literal["min", "max"] = "min"
+    early_stopping: EarlyStopping | None = None
     max_failures: int = Field(0, ge=-1)
     mixed_precision: bool = False
     # Embedding gradients: allreduced as dense tensors (one fused allreduce) or allgathered as
@@ -232,6 +249,18 @@ class Project(Section):
     def registered_model_name(self) -> str:
         return self.training.model_name or self.name
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Project:
+        """A new validated project with dotted fields replaced, as `--section.field value` does
+        on the CLI: `project.with_overrides({"training.learning_rate": 0.01})`. Errors name the
+        field and the value. Paths keep resolving against the original project file."""
+        raw = self.model_dump(mode="json", exclude_unset=True)
+        for key, value in overrides.items():
+            _set_dotted(raw, key, value, self._source, parse=False)
+        project = validate_project(raw, self._source)
+        project._base_dir = self._base_dir
+        project._source = self._source
+        return project
+
     def fingerprint(self, *sections: str) -> str:
         """A stable hash of some sections, used to tell whether an artifact is still current."""
         blob = json.dumps({s: _dump(getattr(self, s)) for s in sections}, sort_keys=True)
@@ -285,7 +314,9 @@ def parse_override_value(text: str) -> Any:
         return text
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: str, source: str) -> None:
+def _set_dotted(
+    raw: dict[str, Any], key: str, value: Any, source: str, *, parse: bool = True
+) -> None:
     parts = key.split(".")
     if not all(parts):
         raise ConfigError(source, [f"--{key}: not a field path like section.field"])
@@ -298,7 +329,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: str, source: str) -> None:
             where = ".".join(parts[: i + 1])
             raise ConfigError(source, [f"--{key}: {where} is not a section (got {child!r})"])
         node = child
-    node[parts[-1]] = parse_override_value(value)
+    node[parts[-1]] = parse_override_value(value) if parse else value
 
 
 def _describe(err: dict[str, Any], raw: Any) -> str:

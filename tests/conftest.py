@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-# Sets RAY_TRAIN_V2_ENABLED=0 before any test module imports ray.train (HorovodTrainer needs V1).
-import shipyard.cluster.runtime  # noqa: F401
 from shipyard.project import Project, load_project
+from shipyard.training.ray_train_v1 import select_v1
+
+# Before any test module imports ray.train: HorovodTrainer needs Ray Train's V1 API.
+select_v1()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from shipyard.cluster.runtime import ensure_train_v1
+from shipyard.training.ray_train_v1 import require_v1
 
-ensure_train_v1()
+require_v1()  # subclasses Ray Train's V1 classes; imported only once training has selected V1
 
 from ray.train.horovod import HorovodConfig  # noqa: E402
 from ray.train.horovod.config import _HorovodBackend  # noqa: E402

@@ -10,9 +10,6 @@ Ray job: `python -m shipyard.training.horovod_script train.py --workers N -- arg
 
 from __future__ import annotations
 
-# Must come before anything imports ray.train: it selects Ray Train's V1 API (HorovodTrainer).
-from shipyard.cluster import runtime  # isort: skip
-
 import argparse
 import os
 import sys
@@ -22,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.errors import ShipyardError, UserInputError
-from shipyard.training.horovod_backend import SharedHostHorovodConfig
+from shipyard.cluster import runtime
+from shipyard.errors import ShipyardError, UserInputError, first_line
 
 
 @dataclass
@@ -59,18 +56,15 @@ def run_script(
         raise UserInputError(f"workers: must be >= 1 (got {workers})")
     runtime.connect(address)
 
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.horovod import HorovodTrainer
+    from ray.train import RunConfig
 
     from shipyard.cluster.preflight import check_resources
+    from shipyard.training.ray_train_v1 import new_horovod_trainer
 
     result = check_resources(workers, cpus_per_worker, gpus_per_worker, use_gpu)
     if result.must_wait:
         print(result.describe(), flush=True)
 
-    per_worker = {"CPU": float(cpus_per_worker)}
-    if use_gpu:
-        per_worker["GPU"] = float(gpus_per_worker)
     cwd = os.getcwd()
     config = {
         "script": str(path),
@@ -82,30 +76,25 @@ def run_script(
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="shipyard-script-") as scratch:
-        trainer = HorovodTrainer(
+        trainer = new_horovod_trainer(
             _run_in_worker,
-            train_loop_config=config,
-            horovod_config=SharedHostHorovodConfig(),
-            scaling_config=ScalingConfig(
-                num_workers=workers,
-                use_gpu=use_gpu,
-                resources_per_worker=per_worker,
-                trainer_resources={"CPU": 0},  # else 2 workers × 1 CPU on 2 CPUs wait forever
-                placement_strategy=placement_strategy,
-            ),
+            config,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            use_gpu=use_gpu,
+            gpus_per_worker=gpus_per_worker,
+            placement_strategy=placement_strategy,
             run_config=RunConfig(
                 name=f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=storage_path or scratch,
+                verbose=0,
             ),
         )
         try:
             trainer.fit()
         except Exception as exc:  # TrainingFailedError wraps the rank's own exception
-            cause = exc.__cause__ or exc
-            lines = str(cause).strip().splitlines()
-            reason = lines[-1] if lines else repr(cause)
             raise ShipyardError(
-                f"{path.name} failed on {workers} Horovod worker(s): {reason}"
+                f"{path.name} failed on {workers} Horovod worker(s): {first_line(exc)}"
             ) from None
     return ScriptRun(str(path), workers, time.monotonic() - started)
 

@@ -21,8 +21,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-STATE = "state.json"
-WEIGHTS = "ckpt"
+from shipyard.training.checkpoint import STATE, WEIGHTS, CheckpointState, read_state, write_state
+
+__all__ = ["STATE", "WEIGHTS", "train_loop_per_worker"]
+
 CHUNK_ROWS = 4096  # rows per hand-over from Ray Data to tf.data
 SHUFFLE_ROWS = 8192  # tf.data's shuffle buffer, in rows: two chunks, so rows mix across them
 CACHE_SHARD_BYTES = 512 << 20  # `cache_shard="auto"` keeps a worker's train shard up to this
@@ -31,11 +33,11 @@ _DTYPES = {"string": tf.string, "int32": tf.int32, "int64": tf.int64, "float32":
 
 
 def train_loop_per_worker(config: dict) -> None:
+    from shipyard.training.ray_train_v1 import select_v1
+
+    select_v1()
     import ray.train
 
-    from shipyard.cluster.runtime import ensure_train_v1
-
-    ensure_train_v1()
     _configure_threads(config["threads"])
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
@@ -45,11 +47,10 @@ def train_loop_per_worker(config: dict) -> None:
     # Where each rank runs, in rank order: reported so placement (PACK/SPREAD) is visible.
     worker_nodes = hvd_tf.allgather_object(ray.get_runtime_context().get_node_id())
 
-    from shipyard.corpus.manifest import PreparedCorpus
     from shipyard.project import ModelConfig, TrainingConfig
     from shipyard.training.models import feature_columns, model_kind
 
-    corpus = PreparedCorpus(config["corpus_path"], config["manifest"])
+    corpus = _load_corpus(config["corpus_path"], config["corpus_content_hash"])
     mcfg = ModelConfig(**config["model"])
     tcfg = TrainingConfig(**config["training"])
     if tcfg.mixed_precision and tf.config.list_physical_devices("GPU"):
@@ -69,17 +70,28 @@ def train_loop_per_worker(config: dict) -> None:
         metrics=["accuracy"],
     )
 
-    start_epoch = 0
+    columns = feature_columns(kind, corpus)
+    start_epoch, saved = 0, None
     # Horovod's optimizer is a copy of the Adam it wraps; that copy holds the moments and steps.
     state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
+            saved = read_state(d)
+            saved.check_corpus(corpus.content_hash, "resume")
             state.read(os.path.join(d, WEIGHTS)).expect_partial()
-            with open(os.path.join(d, STATE)) as f:
-                start_epoch = json.load(f)["epoch"]
+            start_epoch = saved.epoch
+    elif getattr(kind, "fit_statistics", None) is not None:
+        # Statistics of the whole train split (IDF, say) that the model holds as weights: every
+        # rank counts its own shard, one allreduce sums them, so all ranks set the same values.
+        kind.fit_statistics(model, _shard_batches(columns), _allreduce_sum)
 
-    columns = feature_columns(kind, corpus)
+    record = {
+        "model": mcfg.model_dump(mode="json"),
+        "training": tcfg.model_dump(mode="json"),
+        "corpus_content_hash": corpus.content_hash,
+        "corpus_path": corpus.path,
+    }
     batch = tcfg.batch_size
     rows_per_worker = corpus.rows("train") // hvd.size()
 
@@ -162,16 +174,30 @@ def train_loop_per_worker(config: dict) -> None:
                 )
             )
         )
-    callbacks.append(
-        Reporter(
-            hvd, state, eval_batches, splits, corpus.num_classes, tcfg, start_epoch, worker_nodes
-        )
+    reporter = Reporter(
+        hvd,
+        state,
+        eval_batches,
+        splits,
+        corpus.num_classes,
+        tcfg,
+        start_epoch,
+        worker_nodes,
+        record,
     )
+    if saved is not None:
+        reporter.set_model(model)
+        reporter.resume_from(saved)
+    callbacks.append(reporter)
     if hvd.rank() == 0 and config.get("tensorboard_dir"):
         callbacks.append(tf.keras.callbacks.TensorBoard(config["tensorboard_dir"]))
-    if start_epoch >= tcfg.epochs:  # resumed a finished run: evaluate and report once more
-        callbacks[-1].set_model(model)
-        callbacks[-1].on_epoch_end(tcfg.epochs - 1, {})
+    if start_epoch >= tcfg.epochs:
+        # Resumed a finished run: every rank evaluates and reports once more, through the
+        # Reporter on every rank (its gathers are collective: a rank that skipped them would
+        # leave the others waiting forever).
+        reporter.set_model(model)
+        reporter.on_epoch_end(tcfg.epochs - 1, {})
+        hvd_tf.join()
         return
     model.fit(
         train_data(),
@@ -184,6 +210,46 @@ def train_loop_per_worker(config: dict) -> None:
     # Leave together: a rank that exits while another still talks to it makes Gloo log
     # "Connection reset by peer" from Horovod's background loop.
     hvd_tf.join()
+
+
+def _load_corpus(path: str, content_hash: str):
+    """The corpus by path, checked to be the one the driver planned with (a corpus prepared
+    again in between would give this rank other rows, labels or vocabulary than the others)."""
+    from shipyard.corpus.manifest import PreparedCorpus
+    from shipyard.errors import UserInputError
+
+    try:
+        corpus = PreparedCorpus.load(path)
+    except UserInputError as exc:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()[:12]
+        raise UserInputError(
+            f"worker on node {node}: cannot read the corpus at {path} ({exc}); on a cluster,"
+            " put the corpus on storage every node reaches (data.output: s3://..., gs://...)"
+        ) from None
+    if corpus.content_hash != content_hash:
+        raise UserInputError(
+            f"{path}: the corpus changed after training was planned (content"
+            f" {corpus.content_hash[:12]}, expected {content_hash[:12]}); run again"
+        )
+    return corpus
+
+
+def _shard_batches(columns: list[str]):
+    """This rank's train shard once, as {column: numpy array} batches."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard("train")
+    for b in shard.iter_batches(batch_size=CHUNK_ROWS, batch_format="numpy"):
+        yield {c: b[c] for c in columns}
+
+
+def _allreduce_sum(values: np.ndarray) -> np.ndarray:
+    import horovod.tensorflow as hvd_tf
+
+    total = hvd_tf.allreduce(tf.constant(values), op=hvd_tf.Sum, name="fit_statistics")
+    return total.numpy()
 
 
 def _takes_tensor_logs(callback: tf.keras.callbacks.Callback) -> tf.keras.callbacks.Callback:
@@ -268,16 +334,31 @@ def gather_predictions(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 class Reporter(tf.keras.callbacks.Callback):
     """Per epoch: validation on gathered predictions, a checkpoint when due, one Ray report.
 
-    The last epoch also evaluates train and test. Every rank reports the same number of times
-    (Ray Train requires it); only rank 0 attaches the checkpoint.
+    It also keeps the best checkpointed epoch by `checkpoint_metric` and stops training early
+    when `early_stopping` says so. Every input to those decisions is computed from all ranks'
+    gathered predictions, so every rank decides the same and they stop on the same epoch.
+
+    The final epoch (the last, or the one training stopped at) evaluates train, validation and
+    test with the best epoch's weights: the model that is exported and registered. Every rank
+    reports the same number of times (Ray Train requires it); only rank 0 attaches checkpoints,
+    which always hold the epoch's own weights and optimizer state (what a resume continues from).
     """
 
-    def __init__(self, hvd, state, eval_batches, splits, num_classes, tcfg, start, nodes):
+    def __init__(self, hvd, state, eval_batches, splits, num_classes, tcfg, start, nodes, record):
         super().__init__()
         self.start_epoch, self.worker_nodes = start, json.dumps(nodes)
         self.hvd, self.state, self.eval_batches = hvd, state, eval_batches
         self.splits, self.num_classes, self.tcfg = splits, num_classes, tcfg
+        self.record = record  # the effective config and corpus, written into every checkpoint
         self.epoch_start = time.perf_counter()
+        self.best: tuple[float, int, list] | None = None  # (score, epoch, weights)
+        self.stopping = tcfg.early_stopping
+        self.since_improved = 0
+        self.stop_best: float | None = None
+
+    def resume_from(self, saved: CheckpointState) -> None:
+        """The checkpoint training resumed from is the best so far until an epoch beats it."""
+        self._track_best(saved.metrics, saved.epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
@@ -285,8 +366,6 @@ class Reporter(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import ray.train
         from ray.train import Checkpoint
-
-        from shipyard.training.metrics import classification_metrics, scalars
 
         logs = logs or {}
         report = {
@@ -299,25 +378,72 @@ class Reporter(tf.keras.callbacks.Callback):
             "learning_rate": float(tf.keras.backend.get_value(self.model.optimizer.lr)),
             "optimizer_steps": int(self.model.optimizer.iterations.numpy()),
         }
-        last = epoch + 1 == self.tcfg.epochs
-        for split in ["train", "validation", "test"] if last else ["validation"]:
-            if split not in self.splits:
-                continue
-            probs, labels = gather_predictions(self.model, self.eval_batches(split))
-            result = classification_metrics(probs, labels, self.num_classes)
-            prefix = {"validation": "val", "train": "final_train", "test": "test"}[split]
-            report.update(scalars(result, prefix))
-            if last:
-                report[f"{prefix}_confusion_matrix"] = json.dumps(result["confusion_matrix"])
-        due = (epoch + 1) % self.tcfg.checkpoint_every == 0 or last
-        if self.hvd.rank() == 0 and due:
-            with tempfile.TemporaryDirectory() as d:
-                self.state.write(os.path.join(d, WEIGHTS))
-                with open(os.path.join(d, STATE), "w") as f:
-                    json.dump({"epoch": epoch + 1, "metrics": _plain(report)}, f)
-                ray.train.report(report, checkpoint=Checkpoint.from_directory(d))
-        else:
-            ray.train.report(report)
+        if "validation" in self.splits:
+            report.update(self._evaluate("validation", "val"))
+        due = (epoch + 1) % self.tcfg.checkpoint_every == 0
+        if due:
+            self._track_best(report, epoch + 1)
+        stop = self._should_stop(report)
+        final = stop or epoch + 1 >= self.tcfg.epochs
+        if stop:
+            self.model.stop_training = True
+            report["stopped_early"] = True
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if self.hvd.rank() == 0 and (due or final):
+                self._write_checkpoint(d, epoch + 1, report)
+                checkpoint = Checkpoint.from_directory(d)
+            if final:
+                report.update(self._final_evaluation(epoch + 1))
+            ray.train.report(report, checkpoint=checkpoint)
+
+    def _evaluate(self, split: str, prefix: str, confusion: bool = False) -> dict:
+        from shipyard.training.metrics import classification_metrics, scalars
+
+        probs, labels = gather_predictions(self.model, self.eval_batches(split))
+        result = classification_metrics(probs, labels, self.num_classes)
+        out = scalars(result, prefix)
+        if confusion:
+            out[f"{prefix}_confusion_matrix"] = json.dumps(result["confusion_matrix"])
+        return out
+
+    def _track_best(self, report: dict, epoch: int) -> None:
+        value = report.get(self.tcfg.checkpoint_metric)
+        if value is None or not np.isfinite(value):
+            return
+        score = value if self.tcfg.checkpoint_mode == "max" else -value
+        if self.best is None or score > self.best[0]:
+            self.best = (score, epoch, self.model.get_weights())
+
+    def _should_stop(self, report: dict) -> bool:
+        rule = self.stopping
+        if rule is None or rule.metric not in report:
+            return False
+        value = report[rule.metric]
+        sign = 1.0 if rule.mode == "max" else -1.0
+        if self.stop_best is None or sign * (value - self.stop_best) > rule.min_delta:
+            self.stop_best, self.since_improved = value, 0
+            return False
+        self.since_improved += 1
+        return self.since_improved >= rule.patience
+
+    def _write_checkpoint(self, folder: str, epoch: int, report: dict) -> None:
+        self.state.write(os.path.join(folder, WEIGHTS))
+        write_state(folder, CheckpointState(epoch=epoch, metrics=_plain(report), **self.record))
+
+    def _final_evaluation(self, epoch: int) -> dict:
+        """Train, validation and test metrics of the model that will be exported: the best
+        checkpointed epoch's weights (the last epoch's when nothing was scored)."""
+        best_epoch = epoch
+        if self.best is not None and self.best[1] != epoch:
+            best_epoch = self.best[1]
+            self.model.set_weights(self.best[2])
+        out: dict = {"best_epoch": best_epoch}
+        prefixes = {"train": "final_train", "validation": "final_val", "test": "test"}
+        for split in ("train", "validation", "test"):
+            if split in self.splits:
+                out.update(self._evaluate(split, prefixes[split], confusion=True))
+        return out
 
 
 def _plain(report: dict) -> dict:

@@ -1,36 +1,87 @@
 """`shipyard train`: the prepared corpus and the per-worker loop, wired into HorovodTrainer.
 
-The driver stays light: it prepares (or reuses) the corpus, checks that the requested workers can
-ever be scheduled, hands Ray Train the split datasets (each worker streams a disjoint, equal part)
+The driver stays light: it checks that the requested workers can ever be scheduled, prepares (or
+reuses) the corpus, hands Ray Train the split datasets (each worker streams a disjoint, equal part)
 and turns the result into a servable, registered model version.
+
+`build_trainer` returns the configured, unfitted `HorovodTrainer` (what Ray Tune takes for a
+sweep) and `TrainResult.from_result` turns Ray's `Result` into shipyard's: `train()` is those two
+plus publishing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import glob
-import json
+import logging
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from shipyard.cluster.runtime import ensure_train_v1
 from shipyard.corpus.manifest import PreparedCorpus
-from shipyard.errors import ShipyardError, UserInputError
+from shipyard.errors import ShipyardError, UserInputError, first_line
 from shipyard.project import Project
+from shipyard.training.checkpoint import STATE, read_epoch
 
-ensure_train_v1()
+if TYPE_CHECKING:
+    from ray.train import Checkpoint, Result
+    from ray.train.horovod import HorovodTrainer
+
+    from shipyard.training.publish import Published
+
+log = logging.getLogger(__name__)
+
+# What the loop reports each epoch, so a checkpoint or early-stopping metric can be checked
+# before anything starts (the val_ ones need a validation split).
+EPOCH_METRICS = ("train_loss", "train_accuracy", "epoch_seconds")
+VALIDATION_METRICS = tuple(
+    f"val_{m}" for m in ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "macro_f1")
+)
 
 
 @dataclass
 class TrainResult:
     run_name: str
     run_dir: str
-    checkpoint: str | None
+    checkpoint: str | None  # the checkpoint that is exported: the best epoch's
     metrics: dict
     corpus: PreparedCorpus
     history: list[dict] = field(default_factory=list)
     resumed_from_epoch: int = 0
-    extras: dict = field(default_factory=dict)  # export paths, registry version, ...
+    best_epoch: int | None = None
+    last_checkpoint: str | None = None  # the newest one: what `--resume` continues from
+    stopped_early: bool = False
+    published: Published | None = None
+
+    @classmethod
+    def from_result(
+        cls,
+        result: Result,
+        *,
+        run_name: str,
+        corpus: PreparedCorpus,
+        resumed_from: Checkpoint | None = None,
+    ) -> TrainResult:
+        """shipyard's view of a Ray Train `Result`: the metrics, the per-epoch history, and the
+        checkpoint of the best epoch the loop reported (`best_epoch`), not merely the last."""
+        if result.error:
+            raise ShipyardError(f"training run {run_name} failed: {first_line(result.error)}")
+        frame = result.metrics_dataframe
+        metrics = dict(result.metrics or {})
+        best_epoch = metrics.get("best_epoch") or metrics.get("epoch")
+        latest = result.checkpoint.path if result.checkpoint else None
+        return cls(
+            run_name=run_name,
+            run_dir=result.path,
+            checkpoint=_checkpoint_of_epoch(result, best_epoch, resumed_from) or latest,
+            metrics=metrics,
+            corpus=corpus,
+            history=frame.to_dict("records") if frame is not None else [],
+            resumed_from_epoch=read_epoch(resumed_from.path) if resumed_from else 0,
+            best_epoch=int(best_epoch) if best_epoch else None,
+            last_checkpoint=latest,
+            stopped_early=bool(metrics.get("stopped_early")),
+        )
 
 
 def train(
@@ -40,105 +91,125 @@ def train(
     corpus: PreparedCorpus | None = None,
     publish: bool = True,
 ) -> TrainResult:
-    """Train the project's model on Horovod workers; with `publish`, export the servable model
-    (raw input in, preprocessing inside) and register it as a new MLflow model version."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.horovod import HorovodTrainer
-
+    """Train the project's model on Horovod workers; with `publish`, export the best epoch's
+    model (raw input in, preprocessing inside) and register it as a new MLflow model version."""
     from shipyard.cluster import connect
-    from shipyard.training.horovod_backend import SharedHostHorovodConfig
-    from shipyard.training.loop import train_loop_per_worker
-    from shipyard.training.models import model_kind
 
-    t = project.training
+    connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
+    check_feasible(project)  # before the corpus: a request that can never run fails in seconds
     run_name, resume_checkpoint = _run_name(project, resume)
     if corpus is None:
         from shipyard.corpus.prepare import prepare
 
-        corpus = prepare(project).corpus  # checks the inputs before starting anything
-    connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
-    model_kind(project.model, corpus)  # a model that cannot read this corpus fails before launch
-    check_feasible(project)
+        corpus = prepare(project).corpus
+    if resume_checkpoint is not None:
+        # A resumed run goes on with the model it was trained with, whatever the file says now.
+        saved = _read_state(resume_checkpoint.path)
+        saved.check_corpus(corpus.content_hash, f"--resume {run_name}")
+        if saved.model != project.model.model_dump(mode="json"):
+            log.info("resuming with the checkpoint's model section (the project's differs)")
+            project = project.with_overrides({"model": saved.model})
+    trainer = build_trainer(project, corpus, run_name=run_name, resume_from=resume_checkpoint)
+    log.info(describe_plan(project, corpus))
+    outcome = TrainResult.from_result(
+        trainer.fit(), run_name=run_name, corpus=corpus, resumed_from=resume_checkpoint
+    )
+    if publish:
+        from shipyard.training.publish import publish as publish_result
 
+        outcome.published = publish_result(project, outcome)
+    return outcome
+
+
+def build_trainer(
+    project: Project,
+    corpus: PreparedCorpus,
+    *,
+    run_name: str | None = None,
+    resume_from: Checkpoint | None = None,
+    datasets: dict | None = None,
+    storage_path: str | None = None,
+) -> HorovodTrainer:
+    """The project's `HorovodTrainer`, configured and not fitted.
+
+    Workers receive the corpus by path and content hash (the manifest, vocabulary included, stays
+    out of `train_loop_config`: that dict is what Ray prints, what Tune copies into every trial
+    and what trackers log). `datasets` lets a sweep read the shards once for all its trials.
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+
+    from shipyard.training.loop import train_loop_per_worker
+    from shipyard.training.models import model_kind
+    from shipyard.training.ray_train_v1 import new_horovod_trainer
+
+    t = project.training
+    model_kind(project.model, corpus)  # a model that cannot read this corpus fails before launch
     splits = [s for s in ("train", "validation", "test") if corpus.rows(s)]
     if "train" not in splits:
         raise UserInputError(f"{corpus.path}: the train split is empty")
-    run_dir = os.path.join(project.runs_dir, run_name)
+    scored = check_metrics(project, has_validation="validation" in splits)
+    run_name = run_name or new_run_name(project)
+    storage = storage_path or project.runs_dir
     config = {
         "corpus_path": corpus.path,
-        "manifest": corpus.manifest,
+        "corpus_content_hash": corpus.content_hash,
         "model": project.model.model_dump(mode="json"),
         "training": t.model_dump(mode="json"),
         "threads": max(1, int(t.cpus_per_worker)),
         "splits": splits,
-        "tensorboard_dir": os.path.join(run_dir, "tensorboard"),
+        "tensorboard_dir": os.path.join(storage, run_name, "tensorboard"),
     }
-    resources = {"CPU": t.cpus_per_worker}
-    if t.use_gpu:
-        resources["GPU"] = t.gpus_per_worker
-    trainer = HorovodTrainer(
-        train_loop_per_worker=train_loop_per_worker,
-        train_loop_config=config,
-        horovod_config=SharedHostHorovodConfig(),
-        scaling_config=ScalingConfig(
-            num_workers=t.workers,
-            use_gpu=t.use_gpu,
-            resources_per_worker=resources,
-            trainer_resources={"CPU": 0},  # the coordinator must not take a worker's CPU
-            placement_strategy=t.placement_strategy,
-        ),
+    return new_horovod_trainer(
+        train_loop_per_worker,
+        config,
+        workers=t.workers,
+        cpus_per_worker=t.cpus_per_worker,
+        use_gpu=t.use_gpu,
+        gpus_per_worker=t.gpus_per_worker,
+        placement_strategy=t.placement_strategy,
         run_config=RunConfig(
             name=run_name,
-            storage_path=project.runs_dir,
+            storage_path=storage,
             failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=3),
+            # Keep the best few by the selection metric (and always the newest, for resume).
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=3,
+                checkpoint_score_attribute=t.checkpoint_metric if scored else None,
+                checkpoint_score_order=t.checkpoint_mode,
+            ),
+            verbose=0,  # Ray's trial table repeats the config; the workers' epoch lines suffice
         ),
-        datasets=_datasets(corpus, splits, project),
+        datasets=datasets if datasets is not None else shard_datasets(corpus, splits, project),
         # Only train is cut into equal shards; evaluation splits are divided by key on the
         # workers so that no row is dropped from the metrics.
         dataset_config=DataConfig(datasets_to_split=["train"]),
-        resume_from_checkpoint=resume_checkpoint,
+        resume_from_checkpoint=resume_from,
     )
-    result = trainer.fit()
-    if result.error:
-        raise ShipyardError(f"training run {run_name} failed: {_first_line(result.error)}")
-    frame = result.metrics_dataframe
-    history = frame.to_dict("records") if frame is not None else []
-    outcome = TrainResult(
-        run_name=run_name,
-        run_dir=result.path,
-        checkpoint=result.checkpoint.path if result.checkpoint else None,
-        metrics=result.metrics,
-        corpus=corpus,
-        history=history,
-        resumed_from_epoch=_epoch_of(resume_checkpoint),
-    )
-    if publish:
-        _publish(project, outcome, run_dir)
-    return outcome
 
 
-def _publish(project: Project, outcome: TrainResult, run_dir: str) -> None:
-    """Export beside the run and register in MLflow (driver only: one process writes sqlite)."""
-    from shipyard.training.export import export_model
-    from shipyard.training.registry import log_run
+def check_metrics(project: Project, *, has_validation: bool) -> bool:
+    """Check the checkpoint and early-stopping metrics are ones the loop reports; returns whether
+    checkpoints can be scored (validation metrics need a validation split)."""
+    t = project.training
+    known = EPOCH_METRICS + VALIDATION_METRICS
+    fields = [("training.checkpoint_metric", t.checkpoint_metric)]
+    if t.early_stopping:
+        fields.append(("training.early_stopping.metric", t.early_stopping.metric))
+    for name, metric in fields:
+        if metric not in known:
+            raise UserInputError(
+                f"{name}: not a metric training reports (got {metric!r});"
+                f" choose one of {', '.join(known)}"
+            )
+    if t.early_stopping and t.early_stopping.metric.startswith("val_") and not has_validation:
+        raise UserInputError(
+            f"training.early_stopping.metric: {t.early_stopping.metric!r} needs a validation"
+            " split, and this corpus has none (data.splits.validation)"
+        )
+    return has_validation or not t.checkpoint_metric.startswith("val_")
 
-    exported = export_model(
-        outcome.checkpoint, project, outcome.corpus, os.path.join(run_dir, "export")
-    )
-    version = log_run(project, outcome, exported)
-    outcome.extras["export"] = f"{exported.path} ({_size(exported.bytes, exported.test_accuracy)})"
-    for name, variant in exported.variants.items():
-        accuracy = next((v for k, v in variant.items() if k.endswith("_accuracy")), None)
-        outcome.extras[name] = variant.get("error") or _size(variant["bytes"], accuracy)
-    outcome.extras["registered"] = f"{version.name} version {version.version} ({version.uri})"
 
-
-def _size(size: int, accuracy: float | None) -> str:
-    return f"{size / 1e6:.2f} MB" + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")
-
-
-def _datasets(corpus: PreparedCorpus, splits: list[str], project: Project) -> dict:
+def shard_datasets(corpus: PreparedCorpus, splits: list[str], project: Project) -> dict:
     """Stream the shards to the workers, or load them first when the workers take every CPU.
 
     Ray Data's read operators each need a CPU; when the Horovod workers hold all of them (2
@@ -171,11 +242,33 @@ def check_feasible(project: Project) -> None:
     )
 
 
+def describe_plan(project: Project, corpus: PreparedCorpus) -> str:
+    """One line: what runs where, on what."""
+    import ray
+
+    t = project.training
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    device = f"{t.gpus_per_worker:g} GPU" if t.use_gpu else f"{t.cpus_per_worker:g} CPU"
+    rows = " / ".join(
+        f"{corpus.rows(s):,} {s}" for s in ("train", "validation", "test") if corpus.rows(s)
+    )
+    return (
+        f"training {project.model.kind} on {t.workers} Horovod worker(s) x {device}"
+        f" ({t.placement_strategy}) · cluster: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs,"
+        f" {total.get('GPU', 0):g} GPUs · corpus {corpus.content_hash[:12]}: {rows} rows"
+        f" · {t.epochs} epochs of batch {t.batch_size}"
+    )
+
+
+def new_run_name(project: Project) -> str:
+    return f"{project.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
 def _run_name(project: Project, resume: str | None):
     """A fresh timestamped run, or the run to resume and its newest checkpoint."""
     if not resume:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return f"{project.name}-{stamp}", None
+        return new_run_name(project), None
     from ray.train import Checkpoint
 
     run_dir = resume if os.path.isdir(resume) else os.path.join(project.runs_dir, resume)
@@ -187,39 +280,44 @@ def _run_name(project: Project, resume: str | None):
     return os.path.basename(os.path.normpath(run_dir)), Checkpoint.from_directory(found)
 
 
+def _read_state(path: str):
+    from shipyard.training.checkpoint import read_state
+
+    return read_state(path)
+
+
 def latest_checkpoint(run_dir: str) -> str | None:
     """The checkpoint with the highest epoch anywhere under a run folder."""
-    from shipyard.training.loop import STATE
-
     best, best_epoch = None, -1
     for state in glob.glob(os.path.join(run_dir, "**", "checkpoint_*", STATE), recursive=True):
-        with open(state) as f:
-            epoch = json.load(f)["epoch"]
+        epoch = read_epoch(os.path.dirname(state))
         if epoch > best_epoch:
             best, best_epoch = os.path.dirname(state), epoch
     return best
 
 
-def _epoch_of(checkpoint) -> int:
-    if checkpoint is None:
-        return 0
-    from shipyard.training.loop import STATE
-
-    with open(os.path.join(checkpoint.path, STATE)) as f:
-        return json.load(f)["epoch"]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
+def _checkpoint_of_epoch(result: Result, epoch: Any, resumed_from: Checkpoint | None):
+    """The kept checkpoint written after `epoch`: one of this run's, or the one it resumed from."""
+    if not epoch:
+        return None
+    for checkpoint, metrics in reversed(result.best_checkpoints or []):
+        if metrics.get("epoch") == epoch:
+            return checkpoint.path
+    if resumed_from is not None and read_epoch(resumed_from.path) == epoch:
+        return resumed_from.path
+    return None
 
 
 def format_result(result: TrainResult) -> str:
+    """The run's summary: where it is, which epoch was kept, the kept model's metrics, and
+    where to look next."""
     m = result.metrics
-    rows = [("train", "final_train"), ("validation", "val"), ("test", "test")]
-    lines = [f"run {result.run_name}  ({m.get('epoch', '?')} epochs)  {result.run_dir}"]
+    epochs = m.get("epoch", "?")
+    stopped = " (stopped early)" if result.stopped_early else ""
+    best = f", best epoch {result.best_epoch}" if result.best_epoch else ""
+    lines = [f"run {result.run_name}: {epochs} epochs{stopped}{best}"]
     lines.append(f"  {'split':<12}{'loss':>8}{'accuracy':>10}{'f1':>8}{'roc_auc':>9}")
-    for name, prefix in rows:
+    for name, prefix in (("train", "final_train"), ("validation", "final_val"), ("test", "test")):
         if f"{prefix}_loss" not in m:
             continue
         auc = m.get(f"{prefix}_roc_auc")
@@ -228,6 +326,11 @@ def format_result(result: TrainResult) -> str:
             f"{m.get(f'{prefix}_f1', float('nan')):>8.4f}"
             + (f"{auc:>9.4f}" if auc is not None else "")
         )
-    for key, value in result.extras.items():
-        lines.append(f"  {key}: {value}")
+    lines.append(f"  run folder   {result.run_dir}")
+    lines.append(f"  checkpoint   {result.checkpoint}")
+    if result.published is not None:
+        lines.extend(f"  {line}" for line in result.published.describe())
+    board = os.path.join(os.path.dirname(os.path.normpath(result.run_dir)), "tensorboard")
+    if os.path.isdir(board):
+        lines.append(f"  tensorboard --logdir {board}")
     return "\n".join(lines)

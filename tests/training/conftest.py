@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from shipyard.corpus.manifest import PreparedCorpus
 from shipyard.project import Project
-from shipyard.training.loop import STATE, WEIGHTS
+from shipyard.training.checkpoint import WEIGHTS, CheckpointState, write_state
 from shipyard.training.metrics import classification_metrics, scalars
 from shipyard.training.models import build, feature_columns, model_kind
 from shipyard.training.trainer import TrainResult
@@ -125,8 +125,15 @@ def train_in_process(project: Project, corpus: PreparedCorpus, run_dir: Path) ->
     checkpoint.mkdir(parents=True)
     tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(checkpoint / WEIGHTS))
     plain = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
-    state = {"epoch": project.training.epochs, "metrics": plain}
-    (checkpoint / STATE).write_text(json.dumps(state))
+    state = CheckpointState(
+        epoch=project.training.epochs,
+        model=project.model.model_dump(mode="json"),
+        training=project.training.model_dump(mode="json"),
+        corpus_content_hash=corpus.content_hash,
+        corpus_path=corpus.path,
+        metrics=plain,
+    )
+    write_state(str(checkpoint), state)
     result = TrainResult(
         run_name=run_dir.name,
         run_dir=str(trial),

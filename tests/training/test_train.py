@@ -14,7 +14,7 @@ import pytest
 
 from shipyard.project import load_project, validate_project
 from shipyard.training import train
-from shipyard.training.loop import STATE
+from shipyard.training.checkpoint import STATE, read_state
 from shipyard.training.trainer import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +151,68 @@ def test_spread_places_one_worker_per_node(two_node_cluster, tmp_path):
     alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2 and len(set(nodes)) == 2 and set(nodes) <= alive
     assert result.metrics["test_accuracy"] > 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_resume_of_a_finished_run_returns_with_two_workers(ray_local, tmp_path):
+    """Resuming a run that already did all its epochs evaluates once more and returns; it used
+    to hang: rank 0 skipped the collective evaluation that rank 1 waited in."""
+    first = train(tiny_project(tmp_path, epochs=1), publish=False)
+    again = train(tiny_project(tmp_path, epochs=1), resume=first.run_name, publish=False)
+    assert again.resumed_from_epoch == 1
+    assert again.metrics["epoch"] == 1
+    assert again.metrics["test_count"] == first.corpus.rows("test")
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_every_rank_and_keeps_the_best_epoch(ray_local, tmp_path):
+    # An improvement of 10 in val_loss never happens: training stops after `patience` epochs.
+    stop = {"metric": "val_loss", "mode": "min", "patience": 1, "min_delta": 10.0}
+    project = tiny_project(tmp_path, epochs=6, early_stopping=stop)
+    result = train(project, publish=False)
+    assert result.stopped_early and result.metrics["epoch"] == 2, result.metrics
+    assert len(result.history) == 2
+    losses = {int(row["epoch"]): row["val_loss"] for row in result.history}
+    assert result.best_epoch == min(losses, key=losses.get)
+    # The checkpoint to export is the best epoch's, with the config it was trained with.
+    saved = read_state(result.checkpoint)
+    assert saved.epoch == result.best_epoch
+    assert saved.model == project.model.model_dump(mode="json")
+    assert saved.corpus_content_hash == result.corpus.content_hash
+    # The newest checkpoint is kept for --resume, whichever epoch was best.
+    assert read_state(result.last_checkpoint).epoch == 2
+
+
+def test_workers_get_the_corpus_by_path_not_its_manifest(ray_local, tmp_path):
+    from shipyard.corpus.prepare import prepare
+    from shipyard.training import build_trainer
+
+    project = tiny_project(tmp_path)
+    corpus = prepare(project).corpus
+    trainer = build_trainer(project, corpus, run_name="probe")
+    config = trainer._train_loop_config
+    assert config["corpus_path"] == corpus.path
+    assert config["corpus_content_hash"] == corpus.content_hash
+    text = json.dumps(config)
+    assert "vocabulary" not in text and len(text) < 3000, len(text)
+
+
+def test_a_request_that_cannot_fit_is_refused_before_the_corpus_is_prepared(ray_local, tmp_path):
+    from shipyard.errors import UserInputError
+
+    project = tiny_project(tmp_path, workers=8)
+    with pytest.raises(UserInputError, match="8"):
+        train(project)
+    assert not os.path.exists(project.corpus_dir)
+
+
+def test_an_unknown_checkpoint_metric_is_bad_input(ray_local, tmp_path):
+    from shipyard.corpus.prepare import prepare
+    from shipyard.errors import UserInputError
+    from shipyard.training import build_trainer
+
+    project = tiny_project(tmp_path, checkpoint_metric="val_nope")
+    corpus = prepare(project).corpus
+    with pytest.raises(UserInputError, match=r"training\.checkpoint_metric: .*'val_nope'"):
+        build_trainer(project, corpus)
