@@ -4,17 +4,27 @@ Everything here goes over HTTP to the dashboard (what `ray job` and the web UI u
 never has to join the cluster as a driver just to list jobs or count CPUs. Ray's clients retry
 or block for a long time when nothing listens, so every entry point probes the address first
 and fails within seconds with a message that names it.
+
+Ray's clients (`JobSubmissionClient`, `StateApiClient`) prefer $RAY_API_SERVER_ADDRESS and
+$RAY_ADDRESS over the address they are given (`ray.dashboard.utils.
+get_address_for_submission_client`); in a shell that ran `eval "$(shipyard cluster env)"` they
+would talk to that cluster whatever `--address` said. They are built with the URL shipyard
+resolved pinned instead, so the address shipyard names is the one it talks to.
 """
 
 from __future__ import annotations
 
-import socket
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from shipyard.cluster.auth import auth_headers
+from shipyard.cluster.network import unreachable
 from shipyard.cluster.preflight import ClusterResources, NodeResources
-from shipyard.errors import UserInputError
+from shipyard.errors import UserInputError, first_line
+from shipyard.verbosity import quiet_ray_logs
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -40,26 +50,40 @@ def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast (UserInputError) when nothing accepts connections at the dashboard address."""
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = unreachable(parsed.hostname, port, timeout_s)
+    if reason:
         raise UserInputError(
             f"no Ray dashboard at {url} ({reason}); start a cluster with `shipyard cluster up`"
             " or pass the dashboard URL of a running one with --address"
-        ) from None
+        )
 
 
 def job_client(url: str) -> JobSubmissionClient:
     """A Jobs API client with the token header (never the token in any message)."""
     from ray.job_submission import JobSubmissionClient
 
+    quiet_ray_logs()  # Ray's INFO lines about packaging and uploading the working_dir
     probe(url)
     try:
-        return JobSubmissionClient(url, headers=auth_headers())
+        with _pinned(url):
+            return JobSubmissionClient(url, headers=auth_headers())
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or AuthenticationError
-        raise UserInputError(f"cannot use the Jobs API at {url}: {_first_line(exc)}") from None
+        raise UserInputError(f"cannot use the Jobs API at {url}: {first_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def _pinned(url: str) -> Iterator[None]:
+    """While a Ray client is built: $RAY_API_SERVER_ADDRESS is `url` (it wins over the rest)."""
+    name = "RAY_API_SERVER_ADDRESS"
+    before = os.environ.get(name)
+    os.environ[name] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def get_json(url: str, path: str) -> dict:
@@ -68,7 +92,7 @@ def get_json(url: str, path: str) -> dict:
     try:
         response = requests.get(url + path, headers=auth_headers(), timeout=HTTP_TIMEOUT_S)
     except requests.RequestException as exc:
-        raise UserInputError(f"cannot read {url}{path}: {_first_line(exc)}") from None
+        raise UserInputError(f"cannot read {url}{path}: {first_line(exc)}") from None
     if response.status_code in (401, 403):
         raise UserInputError(
             f"{url} refused the request ({response.status_code}): set RAY_AUTH_TOKEN or"
@@ -98,7 +122,8 @@ def _state_nodes(url: str) -> list[NodeResources]:
     from ray.util.state.api import StateApiClient
     from ray.util.state.common import ListApiOptions, StateResource
 
-    client = StateApiClient(address=url, headers=auth_headers())
+    with _pinned(url):
+        client = StateApiClient(address=url, headers=auth_headers())
     try:
         listed = client.list(
             StateResource.NODES,
@@ -106,7 +131,7 @@ def _state_nodes(url: str) -> list[NodeResources]:
             raise_on_missing_output=False,
         )
     except Exception as exc:
-        raise UserInputError(f"cannot list the nodes of {url}: {_first_line(exc)}") from None
+        raise UserInputError(f"cannot list the nodes of {url}: {first_line(exc)}") from None
     return [
         NodeResources(
             node_id=n.node_id,
@@ -137,8 +162,3 @@ def nodes(url: str) -> list[NodeResources]:
             )
         )
     return merged
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

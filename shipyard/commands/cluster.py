@@ -1,4 +1,4 @@
-"""`shipyard cluster up|down|status|spec`."""
+"""`shipyard cluster up|down|status|env|spec`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def register(sub) -> None:
     status.add_argument("--address", help="dashboard URL (default: the cluster from `up`)")
     status.set_defaults(handler=run_status)
 
+    env = group.add_parser(
+        "env",
+        help='what Ray\'s own clients need to reach it: eval "$(shipyard cluster env)"',
+    )
+    env.set_defaults(handler=run_env)
+
     spec = group.add_parser("spec", help="write a `ray up` config or a KubeRay RayCluster")
     add_project_argument(spec)
     spec.add_argument("--provider", choices=("aws", "gcp", "kubernetes"))
@@ -38,7 +44,7 @@ def register(sub) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from shipyard.cluster.local import up
+    from shipyard.cluster.local import connect_hint, state_dir, up
 
     result = up(args.nodes, args.cpus_per_node, args.gpus_per_node, host=args.host)
     for warning in result.warnings:
@@ -48,8 +54,12 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"a shipyard cluster is already running ({len(c.nodes)} nodes); nothing changed")
     else:
         print(f"started {len(c.nodes)} node(s) on {c.host}, token from {c.auth}")
+    nodes = ", ".join(f"{n.name} ({n.cpus} CPU, {n.gpus} GPU)" for n in c.nodes)
+    print(f"nodes:                {nodes}; logs in {state_dir() / 'logs'}")
     print(f"dashboard / Jobs API: {c.dashboard_url}")
     print(f"gcs address:          {c.gcs_address}")
+    print()
+    print("\n".join(connect_hint(c)))
     return 0
 
 
@@ -71,6 +81,13 @@ def run_status(args: argparse.Namespace) -> int:
     from shipyard.cluster.local import format_status, status
 
     print(format_status(status(args.address)))
+    return 0
+
+
+def run_env(args: argparse.Namespace) -> int:
+    from shipyard.cluster.local import exports
+
+    print(exports())
     return 0
 
 

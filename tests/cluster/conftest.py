@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from shipyard.cluster import local
+from shipyard.cluster import local, network
 
 
 @pytest.fixture(scope="module")
@@ -47,4 +47,4 @@ def local_cluster(cluster_env):
 @pytest.fixture
 def free_port() -> int:
     """A loopback port where nothing listens."""
-    return local._free_ports(1)[0]
+    return network.free_ports(1)[0]
