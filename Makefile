@@ -6,17 +6,20 @@ BIN    := $(VENV)/bin
 GPU    ?= 0
 
 ifeq ($(GPU),1)
-TF_EXTRA        := gpu
-HOROVOD_GPU_ENV := HOROVOD_GPU_OPERATIONS=NCCL
+TF_EXTRA           := gpu
+HOROVOD_FLAG_FILES := cluster/horovod_build.env cluster/horovod_build_gpu.env
 else
-TF_EXTRA        := cpu
-HOROVOD_GPU_ENV :=
+TF_EXTRA           := cpu
+HOROVOD_FLAG_FILES := cluster/horovod_build.env
 endif
 
 # Horovod is compiled against the TensorFlow already in the venv; build isolation would hide it and
 # yield a Horovod without TensorFlow ops. pip caches the built wheel, so only the first build is slow.
-HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
-               HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 $(HOROVOD_GPU_ENV)
+# The flags' one list is cluster/horovod_build*.env (NAME=VALUE lines), which shipyard reads too.
+HOROVOD_ENV := $(shell cat $(HOROVOD_FLAG_FILES) | grep -E '^[A-Z][A-Z0-9_]*=')
+ifeq ($(filter HOROVOD_WITH_TENSORFLOW=1,$(HOROVOD_ENV)),)
+$(error no Horovod build flags in $(HOROVOD_FLAG_FILES))
+endif
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
 
 .PHONY: install demo test test-fast bench lint format clean

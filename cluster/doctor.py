@@ -11,12 +11,10 @@ import importlib.metadata
 import platform
 from dataclasses import dataclass, field
 
-HOROVOD_FIX = (
-    "reinstall Horovod against the installed TensorFlow: pip uninstall -y horovod &&"
-    " HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1"
-    " HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1"
-    " pip install --no-build-isolation --no-cache-dir horovod==0.28.1"
-)
+from shipyard.cluster.horovod_build import as_env, env_prefix, gpu_flags
+
+HOROVOD_VERSION = "0.28.1"  # pinned in pyproject.toml (the `horovod` extra)
+
 PACKAGES = ("ray", "tensorflow", "horovod", "pyarrow", "mlflow", "numpy", "pandas", "optuna")
 
 
@@ -57,6 +55,16 @@ def horovod_build() -> dict[str, bool | str]:
     }
 
 
+def horovod_fix() -> str:
+    """The one-line reinstall with the build flags `make install` uses."""
+    return (
+        "reinstall Horovod against the installed TensorFlow: pip uninstall -y horovod &&"
+        f" {env_prefix()} pip install --no-build-isolation --no-cache-dir"
+        f" horovod=={HOROVOD_VERSION}"
+        f" (GPU machines add {as_env(gpu_flags())})"
+    )
+
+
 def problems(versions: dict[str, str | None], build: dict[str, bool | str]) -> list[str]:
     """One line per problem, each with the command that fixes it."""
     found = [
@@ -66,9 +74,9 @@ def problems(versions: dict[str, str | None], build: dict[str, bool | str]) -> l
     ]
     if versions.get("horovod"):
         if not build.get("tensorflow_ops"):
-            found.append(f"Horovod has no TensorFlow ops: {HOROVOD_FIX}")
+            found.append(f"Horovod has no TensorFlow ops: {horovod_fix()}")
         elif not build.get("gloo"):
-            found.append(f"Horovod was built without Gloo: {HOROVOD_FIX}")
+            found.append(f"Horovod was built without Gloo: {horovod_fix()}")
     return found
 
 

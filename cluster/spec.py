@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from shipyard.cluster import horovod_build
 from shipyard.cluster.runtime import WORKER_ENV
 from shipyard.errors import UserInputError
 
@@ -25,12 +26,6 @@ if TYPE_CHECKING:
     from shipyard.project import NodeType, Project
 
 PROVIDERS = ("aws", "gcp", "kubernetes")
-# The Makefile's HOROVOD_ENV (kept equal by a test): Horovod sees TensorFlow, Gloo on, rest off.
-HOROVOD_ENV = (
-    "HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1"
-    " HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1"
-)
-HOROVOD_GPU_ENV = "HOROVOD_GPU_OPERATIONS=NCCL"
 REMOTE_SOURCE = "~/shipyard"  # where the launcher syncs this repository on every node
 # The same folder in shell commands ("~" does not expand inside quotes).
 REMOTE_SOURCE_SH = "$HOME/shipyard"
@@ -54,7 +49,7 @@ class Spec:
 def install_commands(gpu: bool, source: str = REMOTE_SOURCE_SH) -> list[str]:
     """`make install` (GPU=1 on GPU nodes) as shell steps on a node holding the repository."""
     extra = "gpu" if gpu else "cpu"
-    horovod_env = f"{HOROVOD_ENV} {HOROVOD_GPU_ENV}" if gpu else HOROVOD_ENV
+    horovod_env = horovod_build.env_prefix(gpu)  # the flags `make install` uses
     pip = "python3 -m pip install -q"
     return [
         f'{pip} -U pip "setuptools>=69" wheel',

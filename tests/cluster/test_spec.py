@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +13,7 @@ import ray
 import yaml
 
 from shipyard.cli import main
-from shipyard.cluster import spec
+from shipyard.cluster import doctor, horovod_build, spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,13 +75,47 @@ def test_launcher_yaml_validates_against_rays_schema(project_file, tmp_path, pro
         assert config["provider"]["project_id"] == "my-project"
 
 
-def test_horovod_build_flags_match_the_makefile():
-    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
-    block = re.search(r"^HOROVOD_ENV := (.*?)\$\(HOROVOD_GPU_ENV\)", makefile, re.M | re.S)
-    assert block, "Makefile has no HOROVOD_ENV"
-    flags = " ".join(block.group(1).replace("\\\n", " ").split())
-    assert flags == spec.HOROVOD_ENV
-    assert f"HOROVOD_GPU_ENV := {spec.HOROVOD_GPU_ENV}" in makefile
+def make_value(variable: str, *args: str) -> str:
+    """A variable of the real Makefile, as make itself expands it."""
+    done = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(REPO),
+            *args,
+            "--eval",
+            f"print-var: ; @echo '$({variable})'",
+            "print-var",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_horovod_build_flags_have_one_source(gpu):
+    flags = horovod_build.flags(gpu)
+    assert flags["HOROVOD_WITH_TENSORFLOW"] == "1" and flags["HOROVOD_WITH_GLOO"] == "1"
+    assert ("HOROVOD_GPU_OPERATIONS" in flags) is gpu
+    # make install, the cluster spec's node setup and the doctor's fix all use the same flags.
+    assert make_value("HOROVOD_ENV", f"GPU={int(gpu)}") == horovod_build.env_prefix(gpu)
+    setup = spec.install_commands(gpu)
+    assert any(c.startswith(horovod_build.env_prefix(gpu) + " python3 -m pip") for c in setup)
+    assert horovod_build.env_prefix() in doctor.horovod_fix()
+    # ... and nobody spells them out a second time.
+    for path in ("Makefile", "cluster/spec.py", "cluster/doctor.py"):
+        assert "HOROVOD_WITH_GLOO" not in (REPO / path).read_text(encoding="utf-8"), path
+
+
+def test_a_malformed_flag_line_is_named(tmp_path):
+    bad = tmp_path / "flags.env"
+    bad.write_text("# ok\nHOROVOD_WITH_GLOO=1 # trailing comment\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"flags.env:2: expected NAME=VALUE"):
+        horovod_build.read_flags(bad)
 
 
 def test_kuberay_manifest(project_file, capsys):
