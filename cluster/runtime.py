@@ -1,10 +1,11 @@
 """Connect to Ray: start an embedded local cluster, or join a running one by address.
 
-This module is the one place that pins Ray Train to its V1 API (`RAY_TRAIN_V2_ENABLED=0`): the V2
-API refuses `HorovodTrainer`, and the switch is read when `ray.train` is first imported, so it is
-set on import of this module (every training path imports it before `ray.train`) and shipped to
-worker processes through the job's runtime environment. The same runtime environment runs the
-job's workers at the driver's CPU priority instead of Ray's niceness 15 (see below).
+This module holds the Ray Train V1 switch (`RAY_TRAIN_V2_ENABLED=0`, in `WORKER_ENV`): the V2 API
+refuses `HorovodTrainer`, and the switch is read when `ray.train` is first imported. Importing this
+module changes nothing; code that starts Ray Train work calls `ensure_train_v1()` before importing
+`ray.train`, and `connect` ships `WORKER_ENV` to worker processes through the job's runtime
+environment. The same runtime environment runs the job's workers at the driver's CPU priority
+instead of Ray's niceness 15 (see below).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from urllib.parse import urlparse
 
+from shipyard.cluster.network import unreachable
 from shipyard.errors import UserInputError
 
 WORKER_ENV = {
@@ -46,9 +47,6 @@ def ensure_train_v1() -> None:
             f"{os.environ['RAY_TRAIN_V2_ENABLED']!r}; HorovodTrainer needs Ray Train's V1 API"
             " (unset it or set it to 0)"
         )
-
-
-ensure_train_v1()
 
 
 def connect(
@@ -141,12 +139,10 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     host, port = parsed.hostname, parsed.port or 6379
     if parsed.scheme in ("ray",):
         port = parsed.port or 10001
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
+    reason = unreachable(host, port, timeout_s)
+    if reason:
         raise UserInputError(
-            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc});"
+            f"cannot reach a Ray cluster at {address} ({reason});"
             " start one with `shipyard cluster up` or `ray start --head`, or omit the address"
             " to use an embedded local cluster"
-        ) from None
+        )
