@@ -39,6 +39,10 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     _configure_threads(config["threads"])
+    from shipyard.verbosity import is_verbose
+
+    if not is_verbose():  # TensorFlow's Python warnings (slow callbacks, retracing) are noise
+        tf.get_logger().setLevel("ERROR")
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
 

@@ -64,8 +64,17 @@ def require_v1() -> None:
 
 
 def quiet_v1_notices() -> None:
+    """Silence the V1 notices listed above and, unless verbose, Ray Tune's experiment banner
+    (its results folder and a TensorBoard hint into /tmp/ray): shipyard prints where to look."""
+    import os
+
+    from shipyard.verbosity import is_verbose
+
     for message in KNOWN_V1_NOTICES:
         warnings.filterwarnings("ignore", message=message)
+    if not is_verbose():
+        # The legacy reporter at verbose=0 prints nothing; the new one always prints a banner.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def horovod_trainer() -> type[HorovodTrainer]:
