@@ -62,7 +62,7 @@ def publish(project: Project, result: TrainResult) -> Published:
         name=project.registered_model_name,
         compress=bool(state.training.get("export", {}).get("compress", False)),
     )
-    run = log_run(project, result, export, state=state, source=source_commit())
+    run = log_run(project, result, export, state=state, source=source_commit(project.path(".")))
     kind = state.model.get("kind", "model")
     version = register_version(project, run, description=f"{kind} trained by run {result.run_name}")
     return Published(version=version, export=export)

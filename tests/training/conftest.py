@@ -171,10 +171,16 @@ def text_run(text_corpus, tmp_path_factory) -> Trained:
 @pytest.fixture(scope="session")
 def text_export(text_run, tmp_path_factory):
     """The LSTM run exported with `training.export.compress: true` (SavedModel + TFLite)."""
-    from shipyard.training.export import export_model
+    from shipyard.training.export_writer import export_model
 
     out = tmp_path_factory.mktemp("export") / "tiny_text"
-    return export_model(text_run.result.checkpoint, text_run.project, text_run.corpus, str(out))
+    return export_model(
+        text_run.result.checkpoint,
+        text_run.corpus,
+        str(out),
+        name=text_run.project.registered_model_name,
+        compress=True,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -55,11 +55,13 @@ def test_sms_spam_two_workers_reaches_the_floor(ray_local, tmp_path):
     assert m["epoch"] == project.training.epochs and m["resumed_from_epoch"] == 0
     assert os.path.isfile(os.path.join(result.checkpoint, STATE))
     # A servable, registered version is left behind, tagged with the corpus it learned from.
-    from shipyard.training.export import load_exported
-    from shipyard.training.registry import resolve
+    from shipyard.training.export_loader import load_exported
+    from shipyard.training.model_versions import resolve
 
     version = resolve(project, project.registered_model_name)
     assert version.version == 1
+    assert result.published.version.aliases == ["champion"]  # a model's first version
+    assert result.published.version.tags["source_commit"] not in ("", "unknown")
     assert version.tags["corpus_content_hash"] == result.corpus.content_hash
     exported = load_exported(version.local_path)
     probs = exported.predict_raw(["WINNER!! Claim your free prize now, call 09061701461"])
