@@ -9,12 +9,18 @@ folder as the job's working_dir (without environments, outputs and large files) 
 Address resolution, first match wins: --address, $RAY_API_SERVER_ADDRESS (what `ray job` reads),
 $RAY_ADDRESS when it is an http(s) URL, the project's `cluster.address`, then the dashboard of the
 cluster started by `shipyard cluster up`.
+
+Output is for a person: what was submitted, where it runs, the job's own log, the outcome and the
+command to look further. The lines the Jobs API itself writes into every job's log (Ray's INFO
+lines, "Running entrypoint for job ...") show only with `--verbose`, which is also passed on to
+the job (SHIPYARD_VERBOSE) so shipyard inside it shows Ray's tables and notices too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -24,9 +30,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from shipyard.cluster import dashboard
+from shipyard.cluster.network import is_loopback
 from shipyard.cluster.preflight import PreflightResult, check_resources
 from shipyard.cluster.runtime import WORKER_ENV
-from shipyard.errors import ShipyardError, UserInputError
+from shipyard.errors import ShipyardError, UserInputError, first_line
+from shipyard.source_commit import source_commit
+from shipyard.verbosity import is_verbose, verbose_env
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -36,9 +45,9 @@ if TYPE_CHECKING:
 # Action → the shipyard CLI words that run it inside the job (one place to follow CLI renames).
 ACTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
-    "sweep": ("sweep",),
     "prepare": ("data", "prepare"),
 }
+TRAINING_ACTIONS = ("train",)  # actions that start Horovod workers: checked against the cluster
 # Never shipped: environments, VCS data, outputs and caches (Ray matches these like .gitignore).
 EXCLUDES = (
     ".venv/",
@@ -104,7 +113,7 @@ def resolve_address(address: str | None = None, project: Project | None = None) 
         return dashboard.normalize_url(ray_address)
     if project is not None and project.cluster.address:
         return _dashboard_of(project.cluster.address)
-    from shipyard.cluster.local import load_state, state_file
+    from shipyard.cluster.local_state import load_state, state_file
 
     cluster = load_state()
     if cluster is not None:
@@ -149,7 +158,7 @@ def submit_project(
     url = resolve_address(address, project)
     client = dashboard.job_client(url)
     notes: list[str] = []
-    if preflight and action in ("train", "sweep"):
+    if preflight and action in TRAINING_ACTIONS:
         notes += _preflight(
             url,
             project.training.workers,
@@ -166,7 +175,7 @@ def submit_project(
             " absolute path, which works on this machine or a shared filesystem"
         )
     path_overrides = _path_overrides(project, working_dir, excluded_large)
-    if path_overrides and not _is_local(url):
+    if path_overrides and not is_loopback(urlparse(url).hostname or ""):
         notes.append(
             "paths passed as absolute local paths ("
             + ", ".join(k for k, _ in path_overrides)
@@ -186,10 +195,22 @@ def submit_project(
     runtime_env = {
         "working_dir": str(working_dir),
         "excludes": excludes,
-        "env_vars": dict(WORKER_ENV),
+        # The job runs in a copy of the folder without .git: it reads the submitting checkout's
+        # commit and dirtiness from SHIPYARD_SOURCE_COMMIT (shipyard.source_commit).
+        "env_vars": {
+            **WORKER_ENV,
+            **source_commit(str(working_dir)).to_env(),
+            **verbose_env(),
+        },
     }
     metadata = {"shipyard.project": project.name, "shipyard.action": action}
-    return _submit(client, url, shlex.join(args), runtime_env, metadata, wait, notes)
+    where = [
+        f"runs:    shipyard {' '.join(ACTIONS[action])} {source.name}, in a copy of {working_dir}",
+        f"outputs: {project.workdir_path}",
+    ]
+    return _submit(
+        client, url, shlex.join(args), runtime_env, metadata, wait, notes, where, address
+    )
 
 
 def submit_script(
@@ -235,10 +256,17 @@ def submit_script(
     runtime_env = {
         "working_dir": str(working_dir),
         "excludes": excludes,
-        "env_vars": dict(WORKER_ENV),
+        "env_vars": {**WORKER_ENV, **verbose_env()},
     }
     metadata = {"shipyard.script": path.name, "shipyard.workers": str(workers)}
-    return _submit(client, url, shlex.join(entry), runtime_env, metadata, wait, notes)
+    per_worker = f"{cpus_per_worker:g} CPU" + (f" + {gpus_per_worker:g} GPU" if use_gpu else "")
+    where = [
+        f"runs:    {path.name} {shlex.join(args)}".rstrip()
+        + f" on {workers} Horovod worker(s) × {per_worker}, in a copy of {working_dir}",
+    ]
+    return _submit(
+        client, url, shlex.join(entry), runtime_env, metadata, wait, notes, where, address
+    )
 
 
 def _submit(
@@ -249,6 +277,8 @@ def _submit(
     metadata: dict[str, str],
     wait: bool,
     notes: list[str],
+    where: list[str],
+    address: str | None,
 ) -> SubmitResult:
     for note in notes:
         print(note, flush=True)
@@ -257,29 +287,70 @@ def _submit(
             entrypoint=entrypoint, runtime_env=runtime_env, metadata=metadata
         )
     except Exception as exc:  # upload too large, bad runtime_env, auth: Ray says which
-        raise UserInputError(f"the Jobs API at {url} refused the job: {_first_line(exc)}") from None
+        raise UserInputError(f"the Jobs API at {url} refused the job: {first_line(exc)}") from None
+    flag = f" --address {url}" if address else ""
     print(f"submitted job {job_id} to {url}", flush=True)
+    for line in where:
+        print(f"  {line}", flush=True)
+    print(
+        f"  follow:  shipyard jobs logs {job_id} --follow{flag}"
+        f"   stop: shipyard jobs stop {job_id}{flag}",
+        flush=True,
+    )
     result = SubmitResult(job_id=job_id, address=url, notes=notes)
     if not wait:
-        print(f"follow it with: shipyard jobs logs {job_id} --address {url}", flush=True)
         return result
+    started = time.monotonic()
     result.status = follow(client, job_id)
-    _raise_unless_succeeded(client, job_id, result.status)
+    _raise_unless_succeeded(client, job_id, result.status, time.monotonic() - started, flag)
     return result
+
+
+# Lines the Jobs API writes into every job's log on its own (ray/dashboard/modules/job/
+# job_manager.py, job_supervisor.py), and Ray's INFO log lines from the job's driver: shown only
+# with --verbose. Ray's WARNING and ERROR lines and everything the job prints are always shown.
+_RAY_INFO_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\t(?:DEBUG|INFO) \S+:\d+ -- ")
+_RAY_ENTRYPOINT_LINE = "Running entrypoint for job "
+
+
+def is_ray_noise(line: str) -> bool:
+    """A line of Ray's own bookkeeping in a job's log (not the job's output, not a warning)."""
+    return bool(_RAY_INFO_LINE.match(line)) or line.startswith(_RAY_ENTRYPOINT_LINE)
+
+
+def readable_log(text: str, verbose: bool | None = None) -> str:
+    """The job's log without Ray's bookkeeping lines, unless verbose."""
+    if is_verbose() if verbose is None else verbose:
+        return text
+    return "".join(
+        line for line in text.splitlines(keepends=True) if not is_ray_noise(line.rstrip("\n"))
+    )
 
 
 def follow(client: JobSubmissionClient, job_id: str, poll_s: float = POLL_S) -> str:
     """Print the job's log as it grows until the job ends; return its final status."""
+    verbose = is_verbose()
     printed = 0
+    pending = ""  # an incomplete last line waits for its end before it is judged
+
+    def emit(text: str) -> None:
+        if text:
+            sys.stdout.write(readable_log(text, verbose))
+            sys.stdout.flush()
+
     try:
         while True:
             status = client.get_job_status(job_id)
             logs = client.get_job_logs(job_id)
             if len(logs) > printed:
-                sys.stdout.write(logs[printed:])
-                sys.stdout.flush()
+                pending += logs[printed:]
                 printed = len(logs)
+                complete, newline, pending = pending.rpartition("\n")
+                emit(complete + newline)
             if status.is_terminal():
+                emit(pending)
+                if pending and not pending.endswith("\n"):
+                    sys.stdout.write("\n")
                 return str(status)
             time.sleep(poll_s)
     except KeyboardInterrupt:
@@ -288,12 +359,17 @@ def follow(client: JobSubmissionClient, job_id: str, poll_s: float = POLL_S) -> 
         raise
 
 
-def _raise_unless_succeeded(client: JobSubmissionClient, job_id: str, status: str) -> None:
+def _raise_unless_succeeded(
+    client: JobSubmissionClient, job_id: str, status: str, seconds: float, flag: str = ""
+) -> None:
     if status == "SUCCEEDED":
-        print(f"job {job_id} SUCCEEDED", flush=True)
+        print(f"job {job_id} SUCCEEDED after {seconds:.1f}s", flush=True)
         return
     info = client.get_job_info(job_id)
-    raise ShipyardError(f"job {job_id} {status}: {info.message or 'no message from Ray'}")
+    raise ShipyardError(
+        f"job {job_id} {status}: {info.message or 'no message from Ray'}"
+        f" (whole log: shipyard jobs logs {job_id} --verbose{flag})"
+    )
 
 
 def _preflight(
@@ -382,12 +458,13 @@ def _flat(pairs: list[tuple[str, str]] | tuple) -> list[str]:
     return [item for key, value in pairs for item in (f"--{key}", str(value))]
 
 
-def _is_local(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 # -- list, status, logs, stop --------------------------------------------------------------------
+@dataclass
+class StopResult:
+    row: JobRow
+    stopped: bool  # False: the job had already ended, nothing was asked of Ray
+
+
 def list_jobs(address: str | None = None) -> list[JobRow]:
     client = dashboard.job_client(resolve_address(address))
     rows = [JobRow.of(job) for job in client.list_jobs()]
@@ -400,29 +477,33 @@ def job_status(job_id: str, address: str | None = None) -> JobRow:
 
 
 def job_logs(job_id: str, address: str | None = None, *, follow_logs: bool = False) -> str:
-    """The job's whole log so far (or, following, print it live and return the final status)."""
+    """The job's whole log so far (or, following, print it live and return the final status).
+
+    Without --verbose, the lines Ray's Jobs API adds to every log are left out.
+    """
     url = resolve_address(address)
     client = dashboard.job_client(url)
     _info(client, job_id, url)  # unknown ids fail here with a message naming them
     if follow_logs:
         return follow(client, job_id)
-    return client.get_job_logs(job_id)
+    return readable_log(client.get_job_logs(job_id))
 
 
-def stop_job(job_id: str, address: str | None = None, timeout_s: float = 30.0) -> JobRow:
+def stop_job(job_id: str, address: str | None = None, timeout_s: float = 30.0) -> StopResult:
     """Ask Ray to stop the job and wait (bounded) until it has."""
     url = resolve_address(address)
     client = dashboard.job_client(url)
     info = _info(client, job_id, url)
-    if not info.status.is_terminal():
-        client.stop_job(job_id)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            info = client.get_job_info(job_id)
-            if info.status.is_terminal():
-                break
-            time.sleep(0.5)
-    return JobRow.of(info)
+    if info.status.is_terminal():
+        return StopResult(JobRow.of(info), stopped=False)
+    client.stop_job(job_id)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = client.get_job_info(job_id)
+        if info.status.is_terminal():
+            break
+        time.sleep(0.5)
+    return StopResult(JobRow.of(info), stopped=True)
 
 
 def _info(client: JobSubmissionClient, job_id: str, url: str) -> JobDetails:
@@ -431,28 +512,42 @@ def _info(client: JobSubmissionClient, job_id: str, url: str) -> JobDetails:
     except RuntimeError as exc:
         if "404" in str(exc) or "does not exist" in str(exc):
             raise UserInputError(f"no job {job_id!r} on the cluster at {url}") from None
-        raise ShipyardError(f"cannot read job {job_id!r}: {_first_line(exc)}") from None
+        raise ShipyardError(f"cannot read job {job_id!r}: {first_line(exc)}") from None
 
 
-def format_jobs(rows: list[JobRow]) -> str:
+def format_jobs(rows: list[JobRow], address_flag: str = "") -> str:
+    """One line per job (`job`: submitted through the Jobs API; `driver`: a plain `ray.init`)."""
     if not rows:
-        return "no jobs"
-    lines = [f"{'id':<30} {'status':<10} {'started':<19} entrypoint"]
+        return "no jobs on this cluster yet; run one with: shipyard submit PROJECT.yaml train"
+    lines = [f"{'id':<30} {'kind':<6} {'status':<10} {'started':<19} entrypoint"]
     for row in rows:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.start_time or 0))
-        entry = row.entrypoint if len(row.entrypoint) <= 70 else row.entrypoint[:67] + "..."
-        lines.append(f"{row.id:<30} {row.status:<10} {started:<19} {entry}")
+        kind = "job" if row.kind == "SUBMISSION" else row.kind.lower()
+        entry = row.entrypoint if len(row.entrypoint) <= 60 else row.entrypoint[:57] + "..."
+        lines.append(f"{row.id:<30} {kind:<6} {row.status:<10} {_when(row.start_time):<19} {entry}")
+    lines.append(
+        f"one job: shipyard jobs status ID{address_flag} | shipyard jobs logs ID{address_flag}"
+    )
     return "\n".join(lines)
 
 
-def format_job(row: JobRow) -> str:
-    lines = [f"job:        {row.id}", f"status:     {row.status}"]
+def format_job(row: JobRow, address_flag: str = "") -> str:
+    took = ""
+    if row.start_time and row.end_time:
+        took = f" after {row.end_time - row.start_time:.1f}s"
+    lines = [
+        f"job:        {row.id}",
+        f"status:     {row.status}{took}",
+        f"started:    {_when(row.start_time)}",
+    ]
     if row.message:
         lines.append(f"message:    {row.message}")
     lines.append(f"entrypoint: {row.entrypoint}")
+    if row.kind == "SUBMISSION":
+        lines.append(f"log:        shipyard jobs logs {row.id}{address_flag}")
     return "\n".join(lines)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"  # not started yet
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))

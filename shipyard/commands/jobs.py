@@ -12,12 +12,12 @@ def register(sub) -> None:
         "submit",
         help="run a project action or any Horovod script as a Ray job",
         description=(
-            "shipyard submit PROJECT.yaml train|sweep|prepare [--section.field value ...]\n"
+            "shipyard submit PROJECT.yaml train|prepare [--section.field value ...]\n"
             "shipyard submit --script train.py --workers N [-- script args]"
         ),
     )
     submit.add_argument("project", nargs="?", help="project file (YAML)")
-    submit.add_argument("action", nargs="?", help="train, sweep or prepare")
+    submit.add_argument("action", nargs="?", help="train or prepare")
     submit.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     submit.add_argument("--script", help="a Horovod script to run unchanged")
     submit.add_argument("--workers", type=int, default=2, help="Horovod ranks for --script")
@@ -27,7 +27,8 @@ def register(sub) -> None:
     submit.add_argument("--address", help="dashboard URL, e.g. http://127.0.0.1:8265")
     submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
     submit.add_argument("--skip-preflight", action="store_true", help="do not check resources")
-    submit.set_defaults(handler=run_submit)
+    # Overrides are fields of the project file; a --script job has none.
+    submit.set_defaults(handler=run_submit, overrides_apply=lambda args: not args.script)
 
     p = sub.add_parser("jobs", help="list, inspect, read or stop jobs on a cluster")
     group = p.add_subparsers(dest="jobs_command", required=True, parser_class=type(p))
@@ -50,15 +51,9 @@ def run_submit(args: argparse.Namespace) -> int:
     from shipyard.cluster import jobs
 
     if args.script:
-        if args.overrides:
-            names = ", ".join(f"--{k}" for k, _ in args.overrides)
-            raise UserInputError(f"submit --script: project overrides do not apply ({names})")
-        # After `--` argparse hands every token to the positionals in order: they are all the
-        # script's arguments.
-        script_args = [a for a in (args.project, args.action) if a is not None] + args.rest
         jobs.submit_script(
             args.script,
-            script_args,
+            script_arguments(args),
             args.workers,
             cpus_per_worker=args.cpus_per_worker,
             gpus_per_worker=args.gpus_per_worker,
@@ -70,7 +65,7 @@ def run_submit(args: argparse.Namespace) -> int:
         return 0
     if not args.project or not args.action or args.rest:
         raise UserInputError(
-            "submit: give PROJECT.yaml and one action (train, sweep, prepare),"
+            f"submit: give PROJECT.yaml and one action ({', '.join(jobs.ACTIONS)}),"
             " or --script SCRIPT --workers N [-- script args]"
         )
     from shipyard.commands.project_args import load
@@ -86,17 +81,23 @@ def run_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def script_arguments(args: argparse.Namespace) -> list[str]:
+    """The script's own arguments: with --script, every positional token is one (after `--`,
+    argparse hands them to the positionals in order)."""
+    return [a for a in (args.project, args.action) if a is not None] + list(args.rest)
+
+
 def run_list(args: argparse.Namespace) -> int:
     from shipyard.cluster.jobs import format_jobs, list_jobs
 
-    print(format_jobs(list_jobs(args.address)))
+    print(format_jobs(list_jobs(args.address), _address_flag(args)))
     return 0
 
 
 def run_status(args: argparse.Namespace) -> int:
     from shipyard.cluster.jobs import format_job, job_status
 
-    print(format_job(job_status(args.job_id, args.address)))
+    print(format_job(job_status(args.job_id, args.address), _address_flag(args)))
     return 0
 
 
@@ -112,5 +113,13 @@ def run_logs(args: argparse.Namespace) -> int:
 def run_stop(args: argparse.Namespace) -> int:
     from shipyard.cluster.jobs import format_job, stop_job
 
-    print(format_job(stop_job(args.job_id, args.address)))
+    result = stop_job(args.job_id, args.address)
+    if not result.stopped:
+        print(f"job {args.job_id} had already ended; nothing to stop")
+    print(format_job(result.row, _address_flag(args)))
     return 0
+
+
+def _address_flag(args: argparse.Namespace) -> str:
+    """` --address URL` for the follow-up commands we suggest, when one was given."""
+    return f" --address {args.address}" if args.address else ""

@@ -6,11 +6,24 @@ state file lives under pytest's tmp folder.
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import pytest
 
 from shipyard.cluster import local, network
+from shipyard.verbosity import VERBOSE_ENV
+
+
+@pytest.fixture(autouse=True)
+def verbosity_stays_in_its_test():
+    """`main(["--verbose", ...])` exports SHIPYARD_VERBOSE; later tests must not inherit it."""
+    before = os.environ.get(VERBOSE_ENV)
+    yield
+    if before is None:
+        os.environ.pop(VERBOSE_ENV, None)
+    else:
+        os.environ[VERBOSE_ENV] = before
 
 
 @pytest.fixture(scope="module")

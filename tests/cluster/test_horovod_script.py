@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from shipyard.errors import ShipyardError, UserInputError
+from shipyard.cli import main as shipyard
+from shipyard.errors import UserInputError
 from shipyard.training.horovod_script import main, run_script
 
 # A user script that also records where it ran and proves the ranks talk (an allreduce).
@@ -63,9 +64,17 @@ def test_missing_script_is_bad_input(tmp_path, capsys):
     assert "nope.py: file not found" in capsys.readouterr().err
 
 
-def test_zero_workers_is_bad_input(tmp_path):
+def test_zero_workers_is_bad_input(tmp_path, isolated_state, capsys):
     script = tmp_path / "s.py"
     script.write_text("print('hi')\n")
-    with pytest.raises(UserInputError, match="workers: must be >= 1"):
+    with pytest.raises(UserInputError, match=r"workers: must be >= 1 \(got 0\)"):
         run_script(str(script), [], workers=0)
-    assert issubclass(UserInputError, ShipyardError)
+    # The job's entrypoint and the CLI both exit 2 with one line naming the value, before any
+    # Ray is started or any cluster is looked for (none is recorded here).
+    assert main([str(script), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "shipyard: error: workers: must be >= 1 (got 0)"
+    assert shipyard(["submit", "--script", str(script), "--workers", "0"]) == 2
+    assert "--workers: must be >= 1 (got 0)" in capsys.readouterr().err
+    assert shipyard(["submit", "--script", str(tmp_path / "nope.py"), "--workers", "2"]) == 2
+    assert "--script " + str(tmp_path / "nope.py") + ": file not found" in capsys.readouterr().err

@@ -53,7 +53,13 @@ def test_ray_job_submit_shows_up_in_shipyard(local_cluster, capsys):
     assert main(["jobs", "status", job_id]) == 0
     assert "status:     SUCCEEDED" in capsys.readouterr().out
     assert main(["jobs", "logs", job_id]) == 0
-    assert "hello from ray job submit" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hello from ray job submit" in out
+    # The Jobs API's own lines show only with --verbose.
+    assert f"Running entrypoint for job {job_id}" not in out
+    assert main(["jobs", "logs", job_id, "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert f"Running entrypoint for job {job_id}" in out and "hello from ray job submit" in out
 
 
 def test_horovod_script_job_runs_two_ranks_and_ray_sees_it(local_cluster, tmp_path, capsys):
@@ -78,6 +84,75 @@ def test_horovod_script_job_runs_two_ranks_and_ray_sees_it(local_cluster, tmp_pa
     print(f"2-rank Horovod job: {seconds:.1f}s")
 
 
+ARGV_SCRIPT = """\
+import json, sys
+with open(sys.argv[-1], "w") as handle:
+    json.dump(sys.argv[1:], handle)
+print("argv written")
+"""
+
+
+def test_everything_after_double_dash_reaches_the_script(local_cluster, tmp_path, capsys):
+    script = tmp_path / "argv.py"
+    script.write_text(ARGV_SCRIPT)
+    out_file = tmp_path / "argv.json"
+    script_args = ["--data.dir", "/x", "--training.workers=3", "--verbose", str(out_file)]
+    assert main(["submit", "--script", str(script), "--workers", "1", "--", *script_args]) == 0
+    assert json.loads(out_file.read_text()) == script_args  # none taken as shipyard's own
+    captured = capsys.readouterr()
+    out = captured.out
+    # What runs where and where to look next, in shipyard's words; none of Ray's bookkeeping.
+    job_id = submitted_id(out)
+    assert f"runs:    argv.py {' '.join(script_args)} on 1 Horovod worker(s) × 1 CPU" in out
+    assert f"follow:  shipyard jobs logs {job_id} --follow" in out
+    assert re.search(rf"job {job_id} SUCCEEDED after \d+\.\ds", out), out
+    assert "argv written" in out
+    for noise in ("Running entrypoint for job", "INFO job_manager.py", "Uploading package"):
+        assert noise not in captured.out + captured.err, noise
+
+
+def test_a_project_job_carries_the_submitting_checkouts_commit(
+    local_cluster, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("SHIPYARD_SOURCE_COMMIT", raising=False)
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    project = folder / "tiny.yaml"
+    project.write_text("name: tiny\ndata:\n  synthetic: {rows: 200, seed: 1}\n")
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    git("init", "-q")
+    git("add", "tiny.yaml")
+    git("commit", "-q", "-m", "tiny")
+    head = git("rev-parse", "HEAD")
+    project.write_text(project.read_text() + "# an uncommitted change\n")
+
+    argv = ["--verbose", "submit", str(project), "train", "--no-wait", "--skip-preflight"]
+    assert main(argv) == 0
+    job_id = submitted_id(capsys.readouterr().out)
+    try:
+        env_vars = (
+            jobs.dashboard.job_client(local_cluster.dashboard_url)
+            .get_job_info(job_id)
+            .runtime_env["env_vars"]
+        )
+    finally:
+        jobs.stop_job(job_id)
+    assert json.loads(env_vars["SHIPYARD_SOURCE_COMMIT"]) == {"commit": head, "dirty": True}
+    assert env_vars["SHIPYARD_VERBOSE"] == "1"  # --verbose travels with the job
+    assert env_vars["RAY_TRAIN_V2_ENABLED"] == "0"
+
+
 def test_failing_script_exits_1(local_cluster, tmp_path, capsys):
     script = tmp_path / "broken.py"
     script.write_text("import horovod.tensorflow as hvd\nhvd.init()\nraise SystemExit(3)\n")
@@ -98,6 +173,9 @@ def test_stop_a_running_job_and_unknown_ids(local_cluster, capsys):
     )
     assert main(["jobs", "stop", job_id]) == 0
     assert "status:     STOPPED" in capsys.readouterr().out
+    assert main(["jobs", "stop", job_id]) == 0
+    out = capsys.readouterr().out
+    assert f"job {job_id} had already ended; nothing to stop" in out and "STOPPED" in out
     assert main(["jobs", "logs", "raysubmit_doesnotexist"]) == 2
     assert "raysubmit_doesnotexist" in capsys.readouterr().err
 

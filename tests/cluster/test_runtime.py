@@ -57,3 +57,27 @@ def test_a_submitted_jobs_own_env_vars_are_not_repeated(monkeypatch):
     monkeypatch.delenv(runtime.NICENESS_VAR, raising=False)
     env = runtime._env_vars_not_set_by_job()
     assert "RAY_TRAIN_V2_ENABLED" not in env and env[runtime.NICENESS_VAR] == "0"
+
+
+def test_importing_the_cluster_package_changes_no_environment():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os; before = dict(os.environ);"
+        " import shipyard.cluster, shipyard.cluster.runtime, shipyard.cluster.jobs,"
+        " shipyard.cluster.local;"
+        " changed = sorted(k for k in set(before) | set(os.environ)"
+        "                  if before.get(k) != os.environ.get(k));"
+        " from shipyard.cluster.runtime import WORKER_ENV, ensure_train_v1; ensure_train_v1();"
+        " print(json.dumps([changed, os.environ['RAY_TRAIN_V2_ENABLED']]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in runtime.WORKER_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    changed, v2 = json.loads(done.stdout.strip().splitlines()[-1])
+    assert changed == []  # importing selects nothing ...
+    assert v2 == "0"  # ... the explicit call does
