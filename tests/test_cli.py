@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shipyard.cli import main, split_overrides
+from shipyard.cli import build_parser, main, split_overrides, split_verbose
+from shipyard.commands.jobs import script_arguments
+from shipyard.verbosity import VERBOSE_ENV, is_verbose
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,6 +33,68 @@ def test_split_overrides():
     )
     assert rest == ["train", "p.yaml"]
     assert overrides == [("training.workers", "4"), ("model.kind", "mlp"), ("workdir", "/x")]
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    """No recorded cluster, no address, verbosity as the test leaves it undone afterwards."""
+    monkeypatch.setenv("SHIPYARD_STATE_DIR", str(tmp_path / "state"))
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", VERBOSE_ENV):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return tmp_path / "state"
+
+
+def test_double_dash_ends_shipyards_own_options():
+    argv = ["submit", "--script", "t.py", "--", "--data.dir", "/x", "--workdir=/w", "--verbose"]
+    argv, verbose = split_verbose(argv)
+    assert not verbose  # after `--`, even --verbose is the script's
+    rest, overrides = split_overrides(argv)
+    assert overrides == []
+    args = build_parser().parse_args(rest)
+    assert args.script == "t.py"
+    assert script_arguments(args) == ["--data.dir", "/x", "--workdir=/w", "--verbose"]
+    # Before `--` the same words are shipyard's.
+    rest, overrides = split_overrides(["train", "p.yaml", "--data.dir", "/x", "--", "--a.b", "1"])
+    assert overrides == [("data.dir", "/x")] and rest == ["train", "p.yaml", "--", "--a.b", "1"]
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["cluster", "up", "--nodes", "2", "--training.workers", "3"], "cluster up"),
+        (["jobs", "list", "--data.dir=/x"], "jobs list"),
+        (["doctor", "--no-cluster", "--workdir", "/tmp/w"], "doctor"),
+        (["submit", "--script", "t.py", "--training.workers", "3"], "submit"),
+        (["cluster", "status", "--model.kind", "mlp", "--data.seed", "1"], "cluster status"),
+    ],
+)
+def test_commands_without_a_project_refuse_overrides(state_dir, capsys, argv, command):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    overrides = [
+        a.split("=")[0] for a in argv if a.startswith("--") and ("." in a or "workdir" in a)
+    ]
+    assert err.startswith(f"shipyard: error: {command}: {', '.join(overrides)}: "), err
+    assert "project file" in err
+    assert not state_dir.exists()  # refused before anything ran: no cluster was started
+
+
+def test_submit_offers_only_actions_that_exist(tmp_path, state_dir, capsys):
+    project = tmp_path / "p.yaml"
+    project.write_text(yaml.safe_dump({"name": "t", "data": {"synthetic": {"rows": 10}}}))
+    assert main(["submit", str(project), "sweep"]) == 2
+    assert "action: must be one of train, prepare (got 'sweep')" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["submit", "--help"])
+    assert "sweep" not in capsys.readouterr().out
+
+
+def test_verbose_anywhere_before_double_dash_is_exported(state_dir, capsys):
+    assert not is_verbose()
+    assert main(["cluster", "down", "--verbose"]) == 0
+    assert "nothing to stop" in capsys.readouterr().out
+    assert os.environ[VERBOSE_ENV] == "1" and is_verbose()  # child processes inherit it
 
 
 @pytest.mark.parametrize(
