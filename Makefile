@@ -31,6 +31,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -U pip "setuptools>=69" wheel
 	$(BIN)/pip install -e ".[$(TF_EXTRA),dev]"
 	$(HOROVOD_ENV) $(BIN)/pip install --no-build-isolation -e ".[$(TF_EXTRA),horovod,dev]"
+# The `text` extra (TensorFlow Text) without its dependencies, which would pull in the full
+# tensorflow beside tensorflow-cpu: see pyproject.toml. Then check that it imports.
+	$(BIN)/python -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); \
+	  print(*t["project"]["optional-dependencies"]["text"], sep="\n")' | xargs $(BIN)/pip install --no-deps
+	$(BIN)/python -W ignore -c 'import tensorflow_text'
 	$(BIN)/shipyard doctor
 	touch $@
 

@@ -5,8 +5,12 @@ with the exported model's `TextVectorization` costs every Ray worker a TensorFlo
 ~480 MB); the same regexes run in Arrow's RE2, lowercasing in utf8proc, and the split and vocabulary
 lookup in vectorized Arrow/NumPy, so `prepare` needs no TensorFlow at all.
 
+It reads text that `clean.clean_text` cleaned (NFKC included); the model's standardize functions
+first clean raw text the same way (`tokenizer.clean`, compared per code point by
+`tests/corpus/test_nfkc.py`) and then do what this module does.
+
 Why the two agree: every step of the standardize function acts on each code point alone (the
-cleaning and punctuation/CJK regexes replace single code points or runs of one class, lowercasing
+punctuation/CJK regexes replace single code points or runs of one class, lowercasing
 maps code point to code point), and splitting cuts at spaces or between code points. So
 comparing the two implementations on every Unicode scalar value proves them equal on any text
 made of the code points where they agree. `tests/corpus/test_arrow_tokenizer.py` runs that
@@ -22,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shipyard.corpus.tokenizer_settings import CJK, FORMAT, TokenizerSettings
+from shipyard.corpus.tokenizer_settings import CJK, FORMAT, TokenizerSettings, re2_class
 
 # Code points (inclusive ranges) that Arrow and TensorFlow 2.15 (ICU lowercasing, its RE2)
 # standardize differently in some mode, as found by tests/corpus/test_arrow_tokenizer.py, which
@@ -74,12 +78,7 @@ DIVERGENT: tuple[tuple[int, int], ...] = (
 )
 
 
-def _class(ranges: tuple[tuple[int, int], ...]) -> str:
-    parts = [f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges]
-    return "[" + "".join(parts) + "]"
-
-
-_DIVERGENT_RE = _class(DIVERGENT)
+_DIVERGENT_RE = re2_class(DIVERGENT)
 
 
 # One pass for what the TensorFlow side does in two (separators, then punctuation after
@@ -90,9 +89,9 @@ _TO_SPACE = r"[^\P{Z} ]|[\p{Cc}\p{P}\p{S}]"
 
 
 def standardize(texts: pa.Array, settings: TokenizerSettings) -> pa.Array:
-    """What `tokenizer.standardize_*` computes: format characters dropped, separators, controls,
-    punctuation and symbols to spaces, lowercased; CJK characters spaced apart (cjk) or every
-    space dropped (char)."""
+    """What `tokenizer.standardize_*` computes after cleaning: format characters dropped,
+    separators, controls, punctuation and symbols to spaces, lowercased; CJK characters spaced
+    apart (cjk) or every space dropped (char)."""
     x = texts
     if pc.all(pc.string_is_ascii(x)).as_py() is False:  # some row is not pure ASCII
         x = pc.replace_substring_regex(x, FORMAT, "")  # no ASCII character is a format character

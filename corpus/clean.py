@@ -1,10 +1,12 @@
 """Row cleaning: Unicode normalization, control characters, whitespace, labels, dedup keys.
 
-Runs as a vectorized Arrow `map_batches` (pyarrow compute: RE2 regexes and NFKC in C++; hashes
-with pandas' C SipHash), with no Python loop over rows, so it streams at close to I/O speed. Rows
-that cannot be used are not silently filtered: they get a `status` ("empty", "too_long",
-"no_label") and the dedup key `~status`, so the dedup shuffle collapses them into one row per
-reason whose `copies` is the count the summary reports.
+Runs as a vectorized Arrow `map_batches` (pyarrow compute: RE2 regexes in C++; hashes with
+pandas' C SipHash), so it streams at close to I/O speed; only NFKC is one C call per non-ASCII row
+(see `nfkc`). The text is cleaned exactly as the exported model's TensorFlow tokenizer cleans raw
+text (`tokenizer.clean`), so serving input encodes like the shards. Rows that cannot be used
+are not silently filtered: they get a `status` ("empty", "too_long", "no_label") and the dedup key
+`~status`, so the dedup shuffle collapses them into one row per reason whose `copies` is the
+count the summary reports.
 
 Each row also gets, computed once here from its content:
 - `key`: 128-bit hash (hex) of what the model sees (lowercased when the tokenizer lowercases), the
@@ -16,40 +18,81 @@ Each row also gets, computed once here from its content:
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shipyard.corpus.tokenizer_settings import FORMAT
+from shipyard.corpus.tokenizer_settings import FORMAT, TRIM, WHITESPACE, re2_class
 from shipyard.errors import UserInputError
 
 OK = "ok"
-# After NFKC: C0/C1 controls (U+0085 included), line/paragraph separators and any run of
-# whitespace become one space. One RE2 pass that matches only what must change (a lone ASCII
-# space does not match), so it does not rewrite every word boundary of every document.
-WHITESPACE = r"[\p{Cc}\p{Z}]{2,}|[^\P{Z} ]|\p{Cc}"
 # pandas' hash_array keys (16 bytes each): two independent SipHash-2-4 runs make the 128-bit key.
 _KEY_A, _KEY_B, _KEY_ROW = "shipyard.dedup.a", "shipyard.dedup.b", "shipyard.row.v01"
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
+# Code points (inclusive ranges) that NFKC leaves alone in TensorFlow Text 2.15 (its ICU knows
+# Unicode 12's mappings) but Python's unicodedata (Unicode 14 in Python 3.11) maps or composes:
+# U+A7F2..A7F4, U+AB69 and U+10781..107BA (modifier letters), U+1FBF0..1FBF9 (segmented digits),
+# and U+11930, which Python composes after U+11935 (Dives Akuru). `nfkc` keeps them as they are
+# (to ICU they are starters that nothing joins), so the shards match the exported model.
+# tests/corpus/test_nfkc.py finds the list anew and fails with it when either side changes.
+NFKC_KEPT: tuple[tuple[int, int], ...] = (
+    (0xA7F2, 0xA7F4),
+    (0xAB69, 0xAB69),
+    (0x10781, 0x10785),
+    (0x10787, 0x107B0),
+    (0x107B2, 0x107BA),
+    (0x11930, 0x11930),
+    (0x1FBF0, 0x1FBF9),
+)
+
 
 def clean_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """NFKC, format characters removed, controls and whitespace runs to one space, trimmed.
+    """Format characters removed, NFKC, controls and whitespace runs to one space, trimmed.
 
-    Nulls become empty strings. NFKC and format characters only concern non-ASCII rows, so only
-    those pay for them (most rows of most corpora are ASCII).
+    Nulls become empty strings. Format characters and NFKC only concern non-ASCII rows, so only
+    those pay for them (most rows of most corpora are ASCII). Format characters go first so that
+    the result is stable: cleaning cleaned text changes nothing (a soft hyphen between a letter
+    and its accent would otherwise keep them apart until a second NFKC joins them).
     """
     text = pc.fill_null(pc.cast(values, pa.string()), "")
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     wide = pc.invert(pc.string_is_ascii(text))
     if pc.any(wide).as_py():
-        sub = pc.utf8_normalize(pc.filter(text, wide), "NFKC")
-        text = pc.replace_with_mask(text, wide, pc.replace_substring_regex(sub, FORMAT, ""))
+        sub = nfkc(pc.replace_substring_regex(pc.filter(text, wide), FORMAT, ""))
+        text = pc.replace_with_mask(text, wide, sub)
     text = pc.replace_substring_regex(text, WHITESPACE, " ")
-    return pc.utf8_trim(text, " ")
+    return pc.replace_substring_regex(text, TRIM, "")
+
+
+def nfkc(texts: pa.Array, kept: tuple[tuple[int, int], ...] = NFKC_KEPT) -> pa.Array:
+    """Unicode NFKC of each string as TensorFlow Text computes it, `kept` code points untouched.
+
+    Not Arrow's `utf8_normalize`: in pyarrow 25 it only decomposes, so its "NFKC" is NFKD (apache/
+    arrow#51225, fixed after 25.0.1): "é" comes out as "e" + U+0301. Python's `unicodedata` is
+    one C call per string.
+    """
+    out = [unicodedata.normalize("NFKC", s) for s in texts.to_pylist()]
+    if kept:
+        marked = pc.match_substring_regex(texts, re2_class(kept)).to_numpy(zero_copy_only=False)
+        if marked.any():
+            split = _splitter(kept)
+            for i in np.flatnonzero(marked):  # normalize around them: they are starters to ICU
+                parts = split(texts[i].as_py())
+                parts[::2] = [unicodedata.normalize("NFKC", p) for p in parts[::2]]
+                out[i] = "".join(parts)
+    return pa.array(out, pa.string())
+
+
+def _splitter(ranges: tuple[tuple[int, int], ...]):
+    """`re.split` at each code point of `ranges`, keeping them (odd positions of the result)."""
+    parts = [f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges]
+    return re.compile("([" + "".join(parts) + "])").split
 
 
 def hash64(values: pa.Array, key: str) -> np.ndarray:

@@ -39,7 +39,7 @@ from shipyard.project import DataConfig, Project
 
 __all__ = ["PIPELINE_VERSION", "PrepareResult", "format_summary", "prepare"]
 
-PIPELINE_VERSION = 2  # part of the fingerprint: corpora built by older code are rebuilt
+PIPELINE_VERSION = 3  # part of the fingerprint: corpora built by older code are rebuilt
 
 
 @dataclass

@@ -2,8 +2,14 @@
 
 Both are a Keras `TextVectorization` built by `build_vectorizer` from the manifest's vocabulary, and
 the vocabulary is counted with `tokenize`, which runs the very same standardize function and split
-mode. The standardize functions are TensorFlow graph code (RE2 regexes), registered as Keras
-serializable, so a SavedModel carries them and serving needs no shipyard code.
+mode. The standardize functions are TensorFlow graph code, registered as Keras serializable, so a
+SavedModel carries them and serving needs no shipyard code: only TensorFlow and the op libraries
+in `OP_LIBRARIES` (TensorFlow Text's NFKC), imported before `tf.saved_model.load`.
+
+Each standardize function first cleans raw text exactly as the corpus does (`clean`, the twin of
+`corpus.clean.clean_text`: format characters dropped, NFKC, controls and whitespace runs to one
+space, trimmed), so raw text at serving time encodes like the shards. On text that is already
+clean, that step changes nothing.
 
 Modes: `word` splits on whitespace after lowercasing and turning punctuation into spaces; `cjk`
 also makes every Han/Kana/Hangul character its own token while Latin words stay whole (mixed
@@ -13,6 +19,7 @@ token.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,27 +32,48 @@ from shipyard.corpus.tokenizer_settings import (
     PAD,
     PUNCT,
     SEPARATORS,
+    TRIM,
+    WHITESPACE,
     Mode,
     TokenizerSettings,
 )
 
+# The Python modules whose TensorFlow ops the standardize functions (and so every exported text
+# model) use. A process that loads such a SavedModel imports them first; without them loading
+# fails with "Op type not registered 'NormalizeUTF8'". TensorFlow Serving needs them linked in.
+OP_LIBRARIES = ("tensorflow_text",)
+
+with warnings.catch_warnings():
+    # tensorflow_text imports tensorflow_hub, which imports the deprecated pkg_resources.
+    warnings.filterwarnings("ignore", message=".*pkg_resources", category=UserWarning)
+    import tensorflow_text
+
 __all__ = [
     "OOV",
+    "OP_LIBRARIES",
     "PAD",
     "Mode",
     "TokenizerSettings",
     "build_vectorizer",
+    "clean",
     "count_tokens",
     "encode",
     "tokenize",
 ]
 
 
-def _raw_clean(x: tf.Tensor) -> tf.Tensor:
-    """The part of corpus cleaning that TensorFlow can do, so raw text at serving time encodes
-    like the cleaned shard text: format characters dropped, controls (C1 and U+0085 included)
-    and separators to spaces. A no-op on text that `corpus.clean.clean_text` already cleaned;
-    only NFKC (no TensorFlow op) is left to the caller."""
+def clean(x: tf.Tensor) -> tf.Tensor:
+    """`corpus.clean.clean_text` in TensorFlow: format characters dropped, NFKC, controls,
+    separators and whitespace runs to one space, trimmed."""
+    x = tf.strings.regex_replace(x, FORMAT, "")
+    x = tensorflow_text.normalize_utf8(x, "NFKC")
+    x = tf.strings.regex_replace(x, WHITESPACE, " ")
+    return tf.strings.regex_replace(x, TRIM, "")
+
+
+def _spaces(x: tf.Tensor) -> tf.Tensor:
+    """What the Arrow tokenizer does first (and a no-op on cleaned text): format characters
+    dropped, controls and separators to spaces."""
     x = tf.strings.regex_replace(x, FORMAT, "")
     return tf.strings.regex_replace(x, SEPARATORS, " ")
 
@@ -54,34 +82,72 @@ def _lower(x: tf.Tensor) -> tf.Tensor:
     return tf.strings.lower(x, encoding="utf-8")
 
 
+# Cleaned text -> tokens separated by spaces (or, in char mode, no spaces at all): exactly what
+# `arrow_tokenizer.standardize` computes, code point by code point (tests/corpus/
+# test_arrow_tokenizer.py).
+def _word(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(_lower(_spaces(x)), PUNCT, " ")
+
+
+def _word_cased(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(_spaces(x), PUNCT, " ")
+
+
+def _cjk(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(_word(x), CJK, r" \1 ")
+
+
+def _cjk_cased(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(_word_cased(x), CJK, r" \1 ")
+
+
+def _char(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(_word(x), r"\s+", "")
+
+
+def _char_cased(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.regex_replace(_word_cased(x), r"\s+", "")
+
+
+_STANDARDIZE_CLEANED = {
+    ("word", True): _word,
+    ("word", False): _word_cased,
+    ("cjk", True): _cjk,
+    ("cjk", False): _cjk_cased,
+    ("char", True): _char,
+    ("char", False): _char_cased,
+}
+
+
+# Raw text -> the same: these are what models carry (the names are in saved Keras configs).
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_word(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(_lower(_raw_clean(x)), PUNCT, " ")
+    return _word(clean(x))
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_word_cased(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(_raw_clean(x), PUNCT, " ")
+    return _word_cased(clean(x))
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_cjk(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(standardize_word(x), CJK, r" \1 ")
+    return _cjk(clean(x))
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_cjk_cased(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(standardize_word_cased(x), CJK, r" \1 ")
+    return _cjk_cased(clean(x))
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_char(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(standardize_word(x), r"\s+", "")
+    return _char(clean(x))
 
 
 @tf.keras.utils.register_keras_serializable(package="shipyard")
 def standardize_char_cased(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.regex_replace(standardize_word_cased(x), r"\s+", "")
+    return _char_cased(clean(x))
 
 
 _STANDARDIZE = {
@@ -94,8 +160,11 @@ _STANDARDIZE = {
 }
 
 
-def _parts(settings: TokenizerSettings):
-    standardize = _STANDARDIZE[(settings.mode, settings.lowercase)]
+def _parts(settings: TokenizerSettings, cleaned: bool = False):
+    """(standardize function, split mode). `cleaned`: the standardize step alone, for text that
+    `clean` (or `corpus.clean.clean_text`) already cleaned."""
+    table = _STANDARDIZE_CLEANED if cleaned else _STANDARDIZE
+    standardize = table[(settings.mode, settings.lowercase)]
     split = "character" if settings.mode == "char" else "whitespace"
     return standardize, split
 

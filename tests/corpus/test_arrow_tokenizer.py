@@ -28,7 +28,9 @@ def _scalar_values() -> np.ndarray:
 
 
 def _joined_tf(texts: list[str], settings: TokenizerSettings) -> list[bytes]:
-    standardize, split = tokenizer._parts(settings)
+    # The standardize step after cleaning: what the Arrow tokenizer mirrors (it reads cleaned
+    # text; that the two cleanings agree is test_nfkc.py's business).
+    standardize, split = tokenizer._parts(settings, cleaned=True)
     x = standardize(tf.constant(texts))
     parts = tf.strings.unicode_split(x, "UTF-8") if split == "character" else tf.strings.split(x)
     return tf.strings.reduce_join(parts, axis=1, separator=SEP).numpy().tolist()
