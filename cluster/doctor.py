@@ -8,10 +8,12 @@ later as an obscure import or rendezvous error; the doctor names it and gives th
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 from dataclasses import dataclass, field
 
 from shipyard.cluster.horovod_build import as_env, env_prefix, gpu_flags
+from shipyard.verbosity import is_verbose
 
 HOROVOD_VERSION = "0.28.1"  # pinned in pyproject.toml (the `horovod` extra)
 
@@ -42,6 +44,8 @@ def _version(dist: str) -> str | None:
 
 def horovod_build() -> dict[str, bool | str]:
     """Horovod's build flags as its TensorFlow extension reports them."""
+    if not is_verbose():  # TensorFlow's C++ start-up notices (oneDNN, CPU features) are noise here
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import horovod.tensorflow as hvd
     except ImportError as exc:

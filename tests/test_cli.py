@@ -141,6 +141,7 @@ def test_doctor_reports_horovod_build():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "tensorflow_ops  True" in proc.stdout
     assert "gloo            True" in proc.stdout
+    assert "tensorflow/core" not in proc.stderr, proc.stderr  # TF's C++ notices: --verbose only
     for name in ("python", "ray", "tensorflow", "horovod", "pyarrow", "mlflow"):
         assert f"  {name}" in proc.stdout
 
