@@ -12,14 +12,23 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shipyard.errors import ConfigError, UserInputError
 
@@ -156,15 +165,204 @@ class TrainingConfig(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
 
 
+# -- tuning -------------------------------------------------------------------------------------
+# How a search-space dimension is written: `{name: [arguments]}` (or a list for choice/grid).
+# The ranges follow Ray Tune: randint/qrandint exclude the upper bound, uniform and loguniform
+# sample [low, high). `choice` values are sampled, `grid` values are each tried (crossed with the
+# other grid keys), as in Tune.
+SEARCH_DISTRIBUTIONS = {
+    "choice": "a non-empty list of values",
+    "grid": "a non-empty list of values",
+    "randint": "[low, high] integers, low < high (high excluded)",
+    "qrandint": "[low, high, q] integers, low < high, q >= 1",
+    "uniform": "[low, high] numbers, low < high",
+    "quniform": "[low, high, q] numbers, low < high, q > 0",
+    "loguniform": "[low, high] numbers, 0 < low < high",
+    "qloguniform": "[low, high, q] numbers, 0 < low < high, q > 0",
+}
+# Sections a trial can change: they travel in the trial's train_loop_config. The corpus (data.*)
+# is prepared and read once per sweep; the rest decide where and on what a trial runs.
+SEARCHABLE_SECTIONS = ("model", "training")
+NOT_SEARCHABLE = {
+    "training.workers": "every trial runs the project's worker count",
+    "training.cpus_per_worker": "every trial gets the same resources",
+    "training.gpus_per_worker": "every trial gets the same resources",
+    "training.use_gpu": "every trial gets the same resources",
+    "training.placement_strategy": "every trial is placed the same way",
+    "training.storage_path": "the sweep decides where trials write",
+    "training.model_name": "the sweep registers under the project's model name",
+    "training.max_failures": "it is the sweep's failure policy, not a trial's",
+}
+_CONSTRAINT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*$")
+
+
+def _search_dimension_problem(key: str, spec: Any) -> str | None:
+    """What is wrong with one search-space entry, or None."""
+    from pydantic import TypeAdapter
+
+    section = key.split(".", 1)[0]
+    if section not in SEARCHABLE_SECTIONS or "." not in key:
+        return (
+            f"not a searchable field: a trial can change fields of"
+            f" {' and '.join(SEARCHABLE_SECTIONS)} (e.g. model.units, training.learning_rate);"
+            " the corpus is prepared once per sweep"
+        )
+    if key in NOT_SEARCHABLE:
+        return f"cannot be searched: {NOT_SEARCHABLE[key]}"
+    field = _project_field(key)
+    if field is None:
+        return "unknown field"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        names = ", ".join(SEARCH_DISTRIBUTIONS)
+        return f"write one distribution, e.g. {{choice: [...]}}; one of {names}"
+    name, args = next(iter(spec.items()))
+    if name not in SEARCH_DISTRIBUTIONS:
+        return f"unknown distribution {name!r}; one of {', '.join(SEARCH_DISTRIBUTIONS)}"
+    shape = f"{name} takes {SEARCH_DISTRIBUTIONS[name]}"
+    if name in ("choice", "grid"):
+        if not isinstance(args, list) or not args:
+            return shape
+        candidates = list(args)
+    else:
+        numbers = isinstance(args, list) and all(
+            isinstance(a, int | float) and not isinstance(a, bool) for a in args
+        )
+        quantized = name.startswith("q")
+        if not numbers or len(args) != (3 if quantized else 2):
+            return shape
+        low, high = args[0], args[1]
+        if name.endswith("randint") and not all(isinstance(a, int) for a in args):
+            return shape
+        if not low < high:
+            return f"empty or inverted range [{low}, {high}]: {shape}"
+        if "log" in name and low <= 0:
+            return f"{shape} (low {low} is not > 0)"
+        if quantized and args[2] <= 0:
+            return f"{shape} (q {args[2]} is not > 0)"
+        # The values the field must accept: the range's ends (randint excludes its high end).
+        candidates = [low, high - 1 if name == "randint" else high]
+        if name in ("uniform", "loguniform"):  # a value between them: an int field refuses it
+            candidates.append(low + (high - low) * 0.37)
+    annotation = field.annotation
+    adapter = TypeAdapter(Annotated[annotation, *field.metadata] if field.metadata else annotation)
+    for candidate in candidates:
+        try:
+            adapter.validate_python(candidate, strict=False)
+        except ValidationError as exc:
+            why = exc.errors()[0]["msg"]
+            return f"{candidate!r} is not a value {key} can take: {why[:1].lower()}{why[1:]}"
+    return None
+
+
+def _project_field(key: str):
+    """The pydantic field a dotted key names in the project models, or None."""
+    model: Any = Project
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        if i == len(parts) - 1:
+            return field
+        model = _model_in(field.annotation)
+    return None
+
+
 class TuningConfig(Section):
+    """`shipyard sweep`: a Ray Tune search over `search_space`, every trial a Horovod run.
+
+    `search_space` maps dotted project fields to a distribution, e.g.
+    `training.learning_rate: {loguniform: [1e-4, 1e-2]}`, `model.units: {randint: [16, 128]}`,
+    `model.kind: {choice: [lstm_classifier, ngram_classifier]}`. Each key must be a field of the
+    model or training section, and every value the distribution can produce must be one the field
+    takes: both are checked when the file is loaded.
+
+    `objectives` (several metrics with modes, e.g. `[val_accuracy: max, latency_ms: min]`) makes
+    the search multi-objective; the first is the primary one (it replaces `metric`/`mode`).
+    `constraints` (`latency_ms: "<= 5"`) decide which trial is promoted: the best primary value
+    among those that meet every constraint.
+    """
+
     num_samples: int = Field(8, ge=1)
-    max_concurrent_trials: int = Field(1, ge=1)
+    # None: as many trials at once as the cluster's resources hold (each trial's workers fit).
+    max_concurrent_trials: int | None = Field(None, ge=1)
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
     search: Literal["optuna", "random", "grid"] = "optuna"
     scheduler: Literal["asha", "pbt", "fifo"] = "asha"
-    grace_period: int = Field(1, ge=1)
+    grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: float = Field(2, gt=1)  # ASHA: keep the best 1/rf at each rung
+    max_t: int | None = Field(None, ge=1)  # ASHA: the longest a trial runs (None: epochs)
+    perturbation_interval: int = Field(1, ge=1)  # PBT: epochs between exploit/explore steps
+    seed: int | None = None  # the searcher's seed (None: training.seed)
+    objectives: list[dict[str, Literal["min", "max"]]] | None = None
+    constraints: dict[str, str] = Field(default_factory=dict)
+    promote: bool = True  # export and register the best trial, with alias `challenger`
     search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def goals(self) -> list[tuple[str, str]]:
+        """(metric, mode) for every objective, the primary one first."""
+        if self.objectives:
+            return [next(iter(o.items())) for o in self.objectives]
+        return [(self.metric, self.mode)]
+
+    def parsed_constraints(self) -> list[tuple[str, str, float]]:
+        """(metric, operator, bound) for each constraint."""
+        out = []
+        for metric, text in self.constraints.items():
+            op, bound = _CONSTRAINT.match(str(text)).group(1, 2)  # checked when loaded
+            out.append((metric, op, float(bound)))
+        return out
+
+    @field_validator("objectives")
+    @classmethod
+    def _one_metric_each(cls, value):
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("list at least one objective, e.g. [val_accuracy: max]")
+        seen = set()
+        for entry in value:
+            if len(entry) != 1:
+                raise ValueError(f"each objective is one `metric: min|max`, not {entry!r}")
+            name = next(iter(entry))
+            if name in seen:
+                raise ValueError(f"{name!r} is listed twice")
+            seen.add(name)
+        return value
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints_parse(cls, value: dict[str, str]):
+        for metric, text in value.items():
+            if not _CONSTRAINT.match(str(text)):
+                raise ValueError(
+                    f"{metric}: expected a comparison like '<= 5' or '>= 0.9', not {text!r}"
+                )
+        return value
+
+    @field_validator("search_space")
+    @classmethod
+    def _search_space(cls, value: dict[str, dict[str, Any]]):
+        """Each key a searchable field, each dimension well formed and within the field's type
+        and bounds; every problem named by its key (`tuning.search_space.model.kind: ...`)."""
+        from pydantic_core import InitErrorDetails, PydanticCustomError
+
+        problems = []
+        for key, spec in value.items():
+            message = _search_dimension_problem(key, spec)
+            if message:
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("search_space", message),
+                        loc=(key,),
+                        input=spec,
+                    )
+                )
+        if problems:
+            raise ValidationError.from_exception_data("search_space", problems)
+        return value
 
 
 class ServingConfig(Section):
