@@ -68,6 +68,9 @@ def sweep(project: Project, *, resume: str | None = None, out=None) -> SweepResu
     from shipyard.cluster import connect
     from shipyard.tuning.space import check_space
 
+    from shipyard.training.ray_train_v1 import select_v1
+
+    select_v1()  # before anything imports ray.train: Horovod runs on Ray Train's V1 API
     t = project.tuning
     check_goals(project)
     check_space(project)
