@@ -32,7 +32,7 @@ from pydantic import (
 
 from shipyard.errors import ConfigError, UserInputError
 
-MODEL_KINDS = ("lstm_classifier", "transformer_classifier", "ngram_classifier", "linear", "mlp")  # TEMP-LINEAR
+MODEL_KINDS = ("lstm_classifier", "transformer_classifier", "ngram_classifier", "linear", "mlp")
 
 
 class Section(BaseModel):
@@ -116,7 +116,7 @@ class ModelConfig(Section):
     heads: int = Field(2, ge=1)
     hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
     ngram_buckets: int = Field(100_000, ge=16)
-    l2: float = Field(1e-5, ge=0)  # TEMP-LINEAR
+    l2: float = Field(1e-5, ge=0)  # linear: L2 penalty on the head's weights (0: none)
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
