@@ -53,11 +53,11 @@ def exact(ds, work_dir: str, buckets: int, has_split: bool) -> str:
     log.debug("dedup: read, clean, bucket %.2f s", time.perf_counter() - started)
     started = time.perf_counter()
     deduped = os.path.join(work_dir, "deduped")
-    (
-        ray.data.from_items([{"bucket": b} for b in found], override_num_blocks=len(found))
-        .map_batches(_dedup_buckets, fn_args=(parts, has_split), batch_format="pyarrow")
-        .write_parquet(deduped, max_rows_per_file=ROWS_PER_FILE)
-    )
+    rows = ray.data.from_items([{"bucket": b} for b in found], override_num_blocks=len(found))
+    rows.set_name("dedup")  # what its progress bar says
+    rows.map_batches(
+        _dedup_buckets, fn_args=(parts, has_split), batch_format="pyarrow"
+    ).write_parquet(deduped, max_rows_per_file=ROWS_PER_FILE)
     shutil.rmtree(parts, ignore_errors=True)
     log.debug("dedup: %d buckets %.2f s", len(found), time.perf_counter() - started)
     return deduped

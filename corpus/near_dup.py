@@ -56,11 +56,11 @@ def near_duplicate_keys(
         slots = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel(), pa.uint32()), num_perm)
         return pa.table({_KEY: batch.column(key_column), _SIG: slots})
 
-    sigs = (
-        ds.select_columns([key_column, text_column])
-        .map_batches(signatures, batch_format="pyarrow", batch_size=_BATCH_ROWS)
-        .materialize()
+    sigs = ds.select_columns([key_column, text_column]).map_batches(
+        signatures, batch_format="pyarrow", batch_size=_BATCH_ROWS
     )
+    sigs.set_name("near-dup")  # what its progress bars say (later passes derive from it)
+    sigs = sigs.materialize()
 
     def bucket_ids(batch: pa.Table) -> dict[str, np.ndarray]:
         return {_BUCKET: _band_buckets(_sig_matrix(batch, num_perm), bands, rows).ravel()}

@@ -62,6 +62,7 @@ def run(
         near_removed = len(drop)
         if drop:
             kept = kept.map_batches(drop_keys, fn_args=(drop,), batch_format="pyarrow")
+            kept.set_name("near-dup")
             kept = kept.materialize()
             deduped = DedupedRows(kept)
             first, profile = profile, profile_of(kept, opts.draw)
@@ -110,9 +111,12 @@ def run(
         manifest["extra_sources"] = [
             {**f.__dict__, "field": src.field} for src, _, group in extras for f in group
         ]
-        read = sum(
-            sources.read(src, reading(src, data), layout, cpus).count() for src, layout, _ in extras
-        )
+        extra_rows = [
+            sources.read(src, reading(src, data), layout, cpus) for src, layout, _ in extras
+        ]
+        for ds in extra_rows:
+            ds.set_name("count-extra-rows")
+        read = sum(ds.count() for ds in extra_rows)
         manifest["counts"]["extra_rows"] = {"read": read, "kept": profile["extra_kept"]}
 
     needed = ["text"] if data.kind == "text" else [*opts.numeric, *opts.categorical]
@@ -128,6 +132,7 @@ def run(
     encoded = kept.map_batches(
         _encode_stage, fn_args=(fn, args, recorder), batch_format="pyarrow", batch_size=batch_size
     )
+    encoded.set_name("encode+write")
     encoded.write_parquet(tmp, partition_cols=["split"])
     clock.lap("encode, write")
     for name in split.SPLITS:
@@ -152,6 +157,7 @@ def _clean_and_dedup(data, inputs, layouts, files, opts, cpus, recorder, work_di
         ds = sources.read(src, reading(src, data), layout, cpus)
         cleaned.append(ds.map_batches(_clean_stage, fn_args=(o, recorder), batch_format="pyarrow"))
     ds = cleaned[0].union(*cleaned[1:]) if len(cleaned) > 1 else cleaned[0]
+    ds.set_name("read+clean")  # what its progress bar says
     if data.dedup == "none":
         return DedupedRows(dedup.persist(ds, work_dir))
     total_bytes = sum(f.bytes for group in files for f in group)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ray
@@ -33,7 +34,7 @@ from shipyard.corpus.manifest import FORMAT_VERSION, MANIFEST, PreparedCorpus, w
 from shipyard.corpus.project_inputs import reading, resolve_inputs
 from shipyard.corpus.provenance import Provenance
 from shipyard.corpus.ray_data_context import data_context
-from shipyard.corpus.summary import format_summary
+from shipyard.corpus.summary import format_plan, format_summary
 from shipyard.errors import UserInputError
 from shipyard.project import DataConfig, Project
 
@@ -60,12 +61,14 @@ def prepare(
     force: bool = False,
     extra_sources: list[str] = (),
     provenance: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> PrepareResult:
     """Prepare the project's corpus, or reuse the one on disk when its inputs are unchanged.
 
     `extra_sources`: more labeled rows (e.g. the feedback a service captured, Parquet with
     `text`, `label`) merged into the source before dedup. `provenance`: also record which nodes
-    cleaned and encoded how many rows (one small actor call per batch).
+    cleaned and encoded how many rows (one small actor call per batch). `announce`: called with
+    one line saying what runs where (nodes, CPUs, the sources) once Ray is up, before the work.
     """
     from shipyard.cluster import connect
 
@@ -82,6 +85,8 @@ def prepare(
     layouts = [sources.inspect(src, reading(src, data)) for src in inputs]
     check_label_map(data)
     connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
+    if announce is not None:
+        announce(_plan(project.name, inputs, layouts, files))
     recorder = Provenance.remote() if provenance else None
     tmp = staging_path(out)
     os.makedirs(tmp)
@@ -105,6 +110,37 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
     nodes = ray.get(recorder.snapshot.remote()) if recorder else {}
     return PrepareResult(PreparedCorpus(out, manifest), reused=False, provenance=nodes)
+
+
+def _plan(
+    name: str,
+    inputs: list[sources.Source],
+    layouts: list[sources.Layout],
+    files: list[list[sources.SourceFile]],
+) -> str:
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    every = [f for group in files for f in group]
+    return format_plan(
+        name, nodes, cpus, len(every), sum(f.bytes for f in every), _rows(inputs, layouts)
+    )
+
+
+def _rows(inputs: list[sources.Source], layouts: list[sources.Layout]) -> int | None:
+    """The sources' row count when their metadata holds it (Parquet), else None: counting the
+    lines of a text file would read it all before the work starts."""
+    if any(layout.fmt != "parquet" for layout in layouts):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return sum(
+            pq.ParquetFile(src.filesystem.open_input_file(path)).metadata.num_rows
+            for src in inputs
+            for path in src.files
+        )
+    except (OSError, ValueError):  # pyarrow.lib.ArrowInvalid is a ValueError
+        return None
 
 
 def _fingerprint(data: DataConfig, files: list[sources.SourceFile]) -> str:

@@ -85,6 +85,7 @@ def profile_of(ds, draw: bool) -> dict:
         "extra_kept": 0,
     }
     partial = ds.map_batches(profile_batch, fn_args=(draw,), batch_format="pyarrow")
+    partial.set_name("profile")  # what its progress bar says
     for batch in partial.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
             out["read"] += row["copies"]

@@ -53,6 +53,7 @@ def stratified_cuts(
     edge_rows: dict[tuple[str, int], list[float]] = {}
     if wanted:
         found = ds.map_batches(_in_bins, fn_args=(wanted,), batch_format="pyarrow")
+        found.set_name("split")  # what its progress bar says
         for batch in found.iter_batches(batch_format="pyarrow", batch_size=None):
             for label, u in zip(batch["label"].to_pylist(), batch["u"].to_pylist(), strict=True):
                 edge_rows.setdefault((label, min(int(u * BINS), BINS - 1)), []).append(u)

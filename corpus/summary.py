@@ -1,7 +1,25 @@
-"""What `shipyard data prepare` prints about a corpus: rows read, dropped, deduplicated, kept, and
-the rows per split and label."""
+"""What `shipyard data prepare` prints: what runs where before it starts, and then about the
+corpus: rows read, dropped, deduplicated, kept, and the rows per split and label."""
 
 from __future__ import annotations
+
+
+def format_plan(
+    name: str, nodes: int, cpus: int, files: int, size: int, rows: int | None = None
+) -> str:
+    """One line: "preparing corpus demo on 1 node, 2 CPUs: 1 source file, 1.2 MB, 6,000 rows"."""
+    where = f"{nodes} node{'s' * (nodes != 1)}, {cpus} CPU{'s' * (cpus != 1)}"
+    what = f"{files:,} source file{'s' * (files != 1)}, {_size(size)}"
+    if rows is not None:
+        what += f", {rows:,} rows"
+    return f"preparing corpus {name} on {where}: {what}"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def format_summary(manifest: dict) -> str:

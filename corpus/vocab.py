@@ -31,6 +31,7 @@ def build_vocabulary(train_ds, settings: TokenizerSettings) -> list[str]:
     partials = train_ds.map_batches(
         _count_tokens, fn_args=(settings,), batch_format="pyarrow", batch_size=None
     )
+    partials.set_name("vocabulary")  # what its progress bar says
     merged: pa.Table | None = None
     pending: list[pa.Table] = []
     pending_rows = 0
@@ -99,6 +100,7 @@ def tabular_statistics(
     partials = train_ds.map_batches(
         _moments, fn_args=(numeric, categorical), batch_format="pyarrow"
     )
+    partials.set_name("statistics")  # what its progress bar says
     for row in partials.iter_rows():
         for c in numeric:
             n[c] += row[f"{c}.n"]

@@ -50,7 +50,14 @@ def synth(args: argparse.Namespace) -> int:
 def prepare(args: argparse.Namespace) -> int:
     from shipyard.corpus.prepare import format_summary, prepare
 
-    result = prepare(load(args), force=args.force, extra_sources=args.extra)
+    result = prepare(load(args), force=args.force, extra_sources=args.extra, announce=_say)
     print(format_summary(result.manifest))
-    print(("reused " if result.reused else "wrote ") + result.corpus.path)
+    if result.reused:
+        print(f"inputs unchanged: reused the corpus in {result.corpus.path} (--force rebuilds it)")
+    else:
+        print(f"corpus written to {result.corpus.path}")
     return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # before Ray Data's progress bars, which go to stderr
