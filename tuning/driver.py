@@ -66,9 +66,8 @@ class SweepResult:
 def sweep(project: Project, *, resume: str | None = None, out=None) -> SweepResult:
     """Search `project.tuning.search_space`; see the module docstring."""
     from shipyard.cluster import connect
-    from shipyard.tuning.space import check_space
-
     from shipyard.training.ray_train_v1 import select_v1
+    from shipyard.tuning.space import check_space
 
     select_v1()  # before anything imports ray.train: Horovod runs on Ray Train's V1 API
     t = project.tuning
@@ -262,7 +261,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     tune_config = tune.TuneConfig(
         metric=None if multi else metric,
         mode=None if multi else mode,
-        search_alg=_searcher(base),
+        search_alg=_searcher(base, concurrency),
         scheduler=_scheduler(base),
         num_samples=1 if t.search == "grid" else t.num_samples,
         max_concurrent_trials=concurrency,
@@ -276,12 +275,13 @@ def _seed(project: Project) -> int:
     return project.tuning.seed if project.tuning.seed is not None else project.training.seed
 
 
-def _searcher(project: Project):
+def _searcher(project: Project, concurrency: int):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     t = project.tuning
     if t.search in ("random", "grid"):
-        return BasicVariantGenerator(random_state=_seed(project))
+        # Tune's max_concurrent_trials does not reach this generator: it takes its own limit.
+        return BasicVariantGenerator(random_state=_seed(project), max_concurrent=concurrency)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
