@@ -1,0 +1,92 @@
+"""A sweep whose driver is SIGKILLed resumes with --resume and re-runs no finished trial."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+RUN = (
+    "import sys\n"
+    "from shipyard.project import load_project\n"
+    "from shipyard.tuning import format_sweep, sweep\n"
+    "r = sweep(load_project(sys.argv[1]), resume=sys.argv[2] if len(sys.argv) > 2 else None)\n"
+    "print(format_sweep(r))\n"
+    "print('TRIALS', ' '.join(sorted(t.trial_id + ':' + t.state for t in r.trials)))\n"
+)
+
+
+def _finished(sweep_dir: str) -> dict[str, int]:
+    """trial folder -> reported epochs, for trials that reported their last (3rd) epoch."""
+    out = {}
+    for result in glob.glob(os.path.join(sweep_dir, "HorovodTrainer_*", "result.json")):
+        with open(result, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        if rows and rows[-1].get("epoch") == 3:
+            out[os.path.basename(os.path.dirname(result))] = len(rows)
+    return out
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    doc = {
+        "name": "resume",
+        "workdir": str(tmp_path / "wd"),
+        "cluster": {"num_cpus": 2},
+        "data": {"synthetic": {"rows": 1200, "seed": 3}, "vocab_size": 800, "sequence_length": 16},
+        "model": {"kind": "lstm_classifier", "embedding_dim": 8, "units": 8},
+        "training": {"workers": 1, "epochs": 3, "batch_size": 32},
+        "tuning": {
+            "num_samples": 4,
+            "max_concurrent_trials": 1,
+            "search": "random",
+            "scheduler": "fifo",
+            "promote": False,
+            "search_space": {"training.learning_rate": {"loguniform": [1e-3, 3e-2]}},
+        },
+    }
+    project = tmp_path / "resume.yaml"
+    project.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    runs = tmp_path / "wd" / "runs"
+    first = subprocess.Popen(
+        [sys.executable, "-c", RUN, str(project)], start_new_session=True, cwd=tmp_path
+    )
+    deadline = time.monotonic() + 600
+    sweep_dir, done = None, {}
+    while time.monotonic() < deadline and first.poll() is None:
+        found = glob.glob(str(runs / "resume-sweep-*"))
+        if found:
+            sweep_dir = found[0]
+            done = _finished(sweep_dir)
+            if len(done) >= 2:
+                break
+        time.sleep(0.5)
+    assert first.poll() is None, "the sweep ended before it could be killed"
+    assert len(done) >= 2, "two trials did not finish in time"
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started, at once
+    first.wait()
+    done = _finished(sweep_dir)
+
+    second = subprocess.run(
+        [sys.executable, "-c", RUN, str(project), os.path.basename(sweep_dir)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    trials = second.stdout.split("TRIALS", 1)[1].split()
+    assert len(trials) == 4 and all(t.endswith(":done") for t in trials), trials
+    assert "(resumed)" in second.stdout
+    after = _finished(sweep_dir)
+    assert len(after) == 4
+    # The trials that had finished were not run again: their result files did not grow.
+    for folder, reports in done.items():
+        assert after[folder] == reports, (folder, reports, after[folder])
