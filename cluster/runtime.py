@@ -17,12 +17,15 @@ from urllib.parse import urlparse
 
 from shipyard.cluster.network import unreachable
 from shipyard.errors import UserInputError
+from shipyard.verbosity import is_verbose
 
 WORKER_ENV = {
     "RAY_TRAIN_V2_ENABLED": "0",
     # V1 is a deliberate choice (V2 refuses HorovodTrainer); its migration notices are noise.
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter drowns the epoch lines
+    # Ray Train V1 sets a Ray Data option that Ray itself deprecated; nothing a user can change.
+    "PYTHONWARNINGS": "ignore:`ExecutionOptions.exclude_resources` is deprecated",
 }
 
 
@@ -33,6 +36,7 @@ WORKER_ENV = {
 # drivers at 0 for that reason (#33287); shipyard runs its jobs' workers at 0 too. Measured with
 # bench/training.py's runs, interleaved: 1 worker x 2 CPUs did 0.92 of plain Keras at 15 and 1.00
 # at 0. The environment's own RAY_worker_niceness, when set, wins.
+RAY_DATA_QUIET_LOGGING = os.path.join(os.path.dirname(__file__), "ray_data_quiet_logging.yaml")
 NICENESS_VAR = "RAY_worker_niceness"  # ray._private.ray_constants.RAY_WORKER_NICENESS, unimported
 JOB_WORKER_NICENESS = "0"
 
@@ -75,6 +79,7 @@ def connect(
             runtime_env=runtime_env,
             log_to_driver=log_to_driver,
             logging_level=logging.WARNING,
+            logging_config=_worker_logging(),
         )
     else:
         # address="local" always starts a private cluster, even when a stale
@@ -83,6 +88,9 @@ def connect(
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
         )
+        if not is_verbose():  # this machine's own install: the file is surely there
+            env_vars.setdefault("RAY_DATA_LOGGING_CONFIG", RAY_DATA_QUIET_LOGGING)
+            runtime_env = {"env_vars": env_vars}
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -91,9 +99,20 @@ def connect(
             runtime_env=runtime_env,
             log_to_driver=log_to_driver,
             logging_level=logging.WARNING,
+            logging_config=_worker_logging(),
         )
     _configure_progress()
     return ray.cluster_resources()
+
+
+def _worker_logging():
+    """Ray's INFO lines from worker processes (worker placement, every checkpoint persisted,
+    every Ray Data execution plan) only with `--verbose`; warnings and errors always."""
+    import ray
+
+    from shipyard.verbosity import is_verbose
+
+    return ray.LoggingConfig(log_level="INFO" if is_verbose() else "WARNING")
 
 
 def _configure_progress() -> None:
@@ -106,9 +125,12 @@ def _configure_progress() -> None:
 
     import ray.data
 
+    from shipyard.verbosity import quiet_ray_data
+
     if not sys.stderr.isatty():
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+    quiet_ray_data()
 
 
 def _env_vars_not_set_by_job() -> dict[str, str]:

@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.verbose = verbose or is_verbose()
         args.overrides = overrides
         check_overrides_apply(args)
+        _show_progress()
         result = args.handler(args)
         return int(result or 0)
     except ShipyardError as exc:
@@ -119,6 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shipyard: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_progress() -> None:
+    """The library's progress lines (`logging.getLogger("shipyard....").info`) on stderr, as
+    plain sentences; results go to stdout."""
+    import logging
+
+    logger = logging.getLogger("shipyard")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _version() -> str:

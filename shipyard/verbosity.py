@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 VERBOSE_ENV = "SHIPYARD_VERBOSE"
 
@@ -55,3 +56,29 @@ def quiet_ray_logs() -> None:
 class _RayErrorsOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= ray_log_level() or not record.name.startswith("ray")
+
+
+def quiet_engines() -> None:
+    """Unless verbose: no TensorFlow start-up chatter (its C++ log level is read once, when
+    TensorFlow is first imported, so call this before), no absl/Keras warnings from saving or
+    loading a SavedModel, no MLflow notices, and Ray Data's plans and progress notices kept to
+    its log file. Safe in any process: drivers and Ray workers alike."""
+    if is_verbose():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("tensorflow", "absl", "keras", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("tensorflow", "keras", "mlflow", "pydantic"):
+        warnings.filterwarnings("ignore", module=module)
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs every execution plan at INFO and, when progress bars are off (no
+    terminal), a warning saying so in every process: keep them off the console (its own
+    handler; the ray-data.log file still has everything)."""
+    if is_verbose():
+        return
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ == "PlainRayHandler" and handler.level < logging.ERROR:
+            handler.setLevel(logging.ERROR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from shipyard.training.ray_train_v1 import require_v1
 
@@ -51,3 +52,15 @@ class SharedHostHorovodConfig(HorovodConfig):
     @property
     def backend_cls(self):
         return SharedHostHorovodBackend
+
+
+def leave_together() -> None:
+    """Wait for every rank, then shut Horovod down on all of them at once.
+
+    A rank whose actor ends first closes its Gloo connections under the others' background loop
+    ("Connection reset by peer"); `hvd.join()` holds each rank until all have finished.
+    """
+    hvd = sys.modules.get("horovod.tensorflow")
+    if hvd is not None and hvd.is_initialized():
+        hvd.join()
+        hvd.shutdown()

@@ -56,10 +56,12 @@ def run_script(
         raise UserInputError(f"workers: must be >= 1 (got {workers})")
     runtime.connect(address)
 
+    from shipyard.training.ray_train_v1 import new_horovod_trainer, select_v1
+
+    select_v1()  # before the first import of ray.train
     from ray.train import RunConfig
 
     from shipyard.cluster.preflight import check_resources
-    from shipyard.training.ray_train_v1 import new_horovod_trainer
 
     result = check_resources(workers, cpus_per_worker, gpus_per_worker, use_gpu)
     if result.must_wait:
@@ -117,19 +119,9 @@ def _run_in_worker(config: dict) -> None:
     except SystemExit as exc:  # argparse and sys.exit(); only a non-zero code is a failure
         if exc.code not in (None, 0):
             raise RuntimeError(f"{os.path.basename(script)} exited with {exc.code}") from None
-    _leave_together()
+    from shipyard.training.horovod_backend import leave_together
 
-
-def _leave_together() -> None:
-    """Wait for every rank, then shut Horovod down on all of them at once.
-
-    A rank whose actor ends first closes its Gloo connections under the others' background loop
-    ("Connection closed by peer"); `hvd.join()` holds each rank until all have finished.
-    """
-    hvd = sys.modules.get("horovod.tensorflow")
-    if hvd is not None and hvd.is_initialized():
-        hvd.join()
-        hvd.shutdown()
+    leave_together()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,12 +39,13 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     _configure_threads(config["threads"])
-    from shipyard.verbosity import is_verbose
+    from shipyard.verbosity import quiet_engines
 
-    if not is_verbose():  # TensorFlow's Python warnings (slow callbacks, retracing) are noise
-        tf.get_logger().setLevel("ERROR")
+    quiet_engines()  # TensorFlow's slow-callback warnings and Ray Data's plans: verbose only
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
+
+    from shipyard.training.horovod_backend import leave_together
 
     hvd.init()
     _pin_gpu(hvd.local_rank())
@@ -85,7 +86,7 @@ def train_loop_per_worker(config: dict) -> None:
             saved.check_corpus(corpus.content_hash, "resume")
             state.read(os.path.join(d, WEIGHTS)).expect_partial()
             start_epoch = saved.epoch
-    elif getattr(kind, "fit_statistics", None) is not None:
+    elif kind.fit_statistics is not None:
         # Statistics of the whole train split (IDF, say) that the model holds as weights: every
         # rank counts its own shard, one allreduce sums them, so all ranks set the same values.
         kind.fit_statistics(model, _shard_batches(columns), _allreduce_sum)
@@ -201,7 +202,7 @@ def train_loop_per_worker(config: dict) -> None:
         # leave the others waiting forever).
         reporter.set_model(model)
         reporter.on_epoch_end(tcfg.epochs - 1, {})
-        hvd_tf.join()
+        leave_together()
         return
     model.fit(
         train_data(),
@@ -211,9 +212,7 @@ def train_loop_per_worker(config: dict) -> None:
         callbacks=callbacks,
         verbose=2 if hvd.rank() == 0 else 0,
     )
-    # Leave together: a rank that exits while another still talks to it makes Gloo log
-    # "Connection reset by peer" from Horovod's background loop.
-    hvd_tf.join()
+    leave_together()
 
 
 def _load_corpus(path: str, content_hash: str):

@@ -94,8 +94,12 @@ def train(
     """Train the project's model on Horovod workers; with `publish`, export the best epoch's
     model (raw input in, preprocessing inside) and register it as a new MLflow model version."""
     from shipyard.cluster import connect
+    from shipyard.training.ray_train_v1 import select_v1
+    from shipyard.verbosity import quiet_engines
 
+    select_v1()
     connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
+    quiet_engines()
     check_feasible(project)  # before the corpus: a request that can never run fails in seconds
     run_name, resume_checkpoint = _run_name(project, resume)
     if corpus is None:
@@ -136,11 +140,13 @@ def build_trainer(
     out of `train_loop_config`: that dict is what Ray prints, what Tune copies into every trial
     and what trackers log). `datasets` lets a sweep read the shards once for all its trials.
     """
+    from shipyard.training.ray_train_v1 import new_horovod_trainer, select_v1
+
+    select_v1()  # before the first import of ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 
     from shipyard.training.loop import train_loop_per_worker
     from shipyard.training.models import model_kind
-    from shipyard.training.ray_train_v1 import new_horovod_trainer
 
     t = project.training
     model_kind(project.model, corpus)  # a model that cannot read this corpus fails before launch
@@ -333,4 +339,6 @@ def format_result(result: TrainResult) -> str:
     board = os.path.join(os.path.dirname(os.path.normpath(result.run_dir)), "tensorboard")
     if os.path.isdir(board):
         lines.append(f"  tensorboard --logdir {board}")
+    if result.published is not None:
+        lines.append(f"  mlflow ui --backend-store-uri {result.published.version.tracking_uri}")
     return "\n".join(lines)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
-import os
-import warnings
 
 from shipyard.commands.project_args import add_project_argument, load
+from shipyard.verbosity import quiet_engines
 
 REF_HELP = (
     "name@alias, name:VERSION, name/VERSION, models:/..., or an alias or version of the"
@@ -50,7 +48,7 @@ def models(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    _quiet_engines()
+    quiet_engines()
     from shipyard.training.evaluate import evaluate, format_table
 
     metrics = evaluate(args.model, load(args), split=args.split)
@@ -62,7 +60,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def versions(args: argparse.Namespace) -> int:
-    _quiet_engines()
+    quiet_engines()
     from shipyard.training.model_versions import describe_versions, format_versions
 
     project = load(args)
@@ -72,7 +70,7 @@ def versions(args: argparse.Namespace) -> int:
 
 
 def promote(args: argparse.Namespace) -> int:
-    _quiet_engines()
+    quiet_engines()
     from shipyard.training.model_versions import promote
 
     print(promote(load(args), args.model, alias=args.alias).describe())
@@ -88,24 +86,3 @@ def _finite(value):
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
-
-
-def _is_verbose() -> bool:
-    try:
-        from shipyard.verbosity import is_verbose
-    except ImportError:  # until shipyard.verbosity lands: the same variable, read here
-        return os.environ.get("SHIPYARD_VERBOSE", "").strip().lower() in ("1", "true", "yes")
-    return is_verbose()
-
-
-def _quiet_engines() -> None:
-    """Only shipyard's own lines unless SHIPYARD_VERBOSE=1: no TensorFlow start-up chatter (its
-    C++ log, read once when TensorFlow is first imported, so set before that), no absl/Keras
-    warnings from loading a SavedModel, no MLflow notices."""
-    if _is_verbose():
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for name in ("tensorflow", "absl", "keras", "mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for module in ("tensorflow", "keras", "mlflow", "pydantic"):
-        warnings.filterwarnings("ignore", module=module)

@@ -89,6 +89,10 @@ def train_in_process(project: Project, corpus: PreparedCorpus, run_dir: Path) ->
         metrics=["accuracy"],
     )
     splits = {s: read_split(corpus, s) for s in ("train", "validation", "test") if corpus.rows(s)}
+    kind = model_kind(project.model, corpus)
+    if kind.fit_statistics is not None:  # as the loop does, with one rank: the sum is the input
+        train_rows = {c: splits["train"][c] for c in feature_columns(kind, corpus)}
+        kind.fit_statistics(model, iter([train_rows]), lambda values: values)
     x = model_inputs(project.model, corpus, splits["train"])
     y = splits["train"]["label"].astype(np.float32 if binary else np.int64)
     if binary:
