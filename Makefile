@@ -28,7 +28,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip "setuptools>=69" wheel
+	$(BIN)/pip install -q -U pip "setuptools>=69,<82" wheel
 	$(BIN)/pip install -e ".[$(TF_EXTRA),dev]"
 	$(HOROVOD_ENV) $(BIN)/pip install --no-build-isolation -e ".[$(TF_EXTRA),horovod,dev]"
 # The `text` extra (TensorFlow Text) without its dependencies, which would pull in the full

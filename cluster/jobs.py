@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 # Action → the shipyard CLI words that run it inside the job (one place to follow CLI renames).
 ACTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
+    "sweep": ("sweep",),
     "prepare": ("data", "prepare"),
 }
-TRAINING_ACTIONS = ("train",)  # actions that start Horovod workers: checked against the cluster
+# Actions that start Horovod workers: checked against the cluster before submitting.
+TRAINING_ACTIONS = ("train", "sweep")
 # Never shipped: environments, VCS data, outputs and caches (Ray matches these like .gitignore).
 EXCLUDES = (
     ".venv/",

@@ -23,7 +23,12 @@ import tensorflow as tf
 
 from shipyard.training.checkpoint import STATE, WEIGHTS, CheckpointState, read_state, write_state
 
-__all__ = ["STATE", "WEIGHTS", "train_loop_per_worker"]
+__all__ = ["REPORTS_SERVING_METRICS", "STATE", "WEIGHTS", "train_loop_per_worker"]
+
+# The final report carries the kept model's serving cost (rank 0): `model_bytes`, the size of its
+# weights, and `latency_ms`, the median time of one single-row prediction in this worker.
+REPORTS_SERVING_METRICS = True
+LATENCY_CALLS, LATENCY_WARMUP = 50, 5
 
 CHUNK_ROWS = 4096  # rows per hand-over from Ray Data to tf.data
 SHUFFLE_ROWS = 8192  # tf.data's shuffle buffer, in rows: two chunks, so rows mix across them
@@ -86,6 +91,9 @@ def train_loop_per_worker(config: dict) -> None:
             saved.check_corpus(corpus.content_hash, "resume")
             state.read(os.path.join(d, WEIGHTS)).expect_partial()
             start_epoch = saved.epoch
+        # The optimizer's state comes back, its learning rate is this run's: a resumed run or a
+        # PBT trial exploiting another's checkpoint goes on with the rate it was configured with.
+        tf.keras.backend.set_value(model.optimizer.lr, lr)
     elif kind.fit_statistics is not None:
         # Statistics of the whole train split (IDF, say) that the model holds as weights: every
         # rank counts its own shard, one allreduce sums them, so all ranks set the same values.
@@ -140,7 +148,7 @@ def train_loop_per_worker(config: dict) -> None:
             y = tf.cast(tf.reshape(y, (-1, 1)), tf.float32)
         return x, y
 
-    def eval_batches(name: str):
+    def eval_batches(name: str, owned_only: bool = True):
         """This rank's rows of an evaluation split, as (features, labels) numpy batches.
 
         Evaluation splits are not cut into equal shards (that drops rows); every rank sees the
@@ -151,7 +159,7 @@ def train_loop_per_worker(config: dict) -> None:
         for b in ray.train.get_dataset_shard(name).iter_batches(
             batch_size=batch * 4, batch_format="numpy"
         ):
-            if name != "train" and size > 1:
+            if name != "train" and size > 1 and owned_only:
                 owner = np.array([int(k[:8], 16) % size for k in b["key"]])
                 b = {k: v[owner == rank] for k, v in b.items()}
             if not len(b["label"]):
@@ -446,6 +454,30 @@ class Reporter(tf.keras.callbacks.Callback):
         for split in ("train", "validation", "test"):
             if split in self.splits:
                 out.update(self._evaluate(split, prefixes[split], confusion=True))
+        if self.hvd.rank() == 0:
+            out.update(self._serving_cost())
+        return out
+
+    def _serving_cost(self) -> dict:
+        """Size of the kept model and the median latency of one single-row prediction through a
+        compiled function (how serving calls it), on one real row of an evaluation split. On
+        `cpus_per_worker: 1` that is one CPU thread. Rank 0 only: it reads a split no other
+        rank is waiting on (evaluation splits are whole on every rank, not streamed shards)."""
+        out = {"model_bytes": int(sum(w.numpy().nbytes for w in self.model.weights))}
+        split = next((s for s in ("validation", "test") if s in self.splits), None)
+        if split is None:
+            return out
+        x, _ = next(self.eval_batches(split, owned_only=False))
+        one = {k: v[:1] for k, v in x.items()} if isinstance(x, dict) else x[:1]
+        predict = tf.function(lambda inputs: self.model(inputs, training=False))
+        one = tf.nest.map_structure(tf.constant, one)
+        times = []
+        for i in range(LATENCY_WARMUP + LATENCY_CALLS):
+            started = time.perf_counter()
+            predict(one)[0].numpy()
+            if i >= LATENCY_WARMUP:
+                times.append(time.perf_counter() - started)
+        out["latency_ms"] = float(np.median(times) * 1000)
         return out
 
 

@@ -73,7 +73,7 @@ class TrainResult:
         return cls(
             run_name=run_name,
             run_dir=result.path,
-            checkpoint=_checkpoint_of_epoch(result, best_epoch, resumed_from) or latest,
+            checkpoint=checkpoint_of_epoch(result, best_epoch, resumed_from) or latest,
             metrics=metrics,
             corpus=corpus,
             history=frame.to_dict("records") if frame is not None else [],
@@ -302,7 +302,7 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return best
 
 
-def _checkpoint_of_epoch(result: Result, epoch: Any, resumed_from: Checkpoint | None):
+def checkpoint_of_epoch(result: Result, epoch: Any, resumed_from: Checkpoint | None):
     """The kept checkpoint written after `epoch`: one of this run's, or the one it resumed from."""
     if not epoch:
         return None

@@ -381,7 +381,7 @@ def _add_serving_cost(trials: list[TrialSummary], goals, notes: list[str]) -> No
     wanted = [m for m, _ in goals if m in SERVING_METRICS]
     if not wanted:
         return
-    from shipyard.training.trainer import _checkpoint_of_epoch
+    from shipyard.training.trainer import checkpoint_of_epoch
     from shipyard.tuning.serving_cost import measure_checkpoints
 
     todo = {}
@@ -389,7 +389,7 @@ def _add_serving_cost(trials: list[TrialSummary], goals, notes: list[str]) -> No
         if t.state == "failed" or all(m in t.metrics for m in wanted):
             continue
         best_epoch = t.metrics.get("best_epoch") or t.metrics.get("epoch")
-        ckpt = _checkpoint_of_epoch(t.result, best_epoch, None) or (
+        ckpt = checkpoint_of_epoch(t.result, best_epoch, None) or (
             t.result.checkpoint.path if t.result.checkpoint else None
         )
         if ckpt:

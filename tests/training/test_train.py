@@ -184,6 +184,9 @@ def test_early_stopping_stops_every_rank_and_keeps_the_best_epoch(ray_local, tmp
     assert saved.corpus_content_hash == result.corpus.content_hash
     # The newest checkpoint is kept for --resume, whichever epoch was best.
     assert read_state(result.last_checkpoint).epoch == 2
+    # The kept model's serving cost, for sweeps that weigh it: its weights and one prediction.
+    assert result.metrics["model_bytes"] > 16 * 2000 * 4  # at least the embedding table
+    assert 0 < result.metrics["latency_ms"] < 1000
 
 
 def test_workers_get_the_corpus_by_path_not_its_manifest(ray_local, tmp_path):
