@@ -14,6 +14,7 @@ with the trial's own config, alias `challenger`, compared with the champion on t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -25,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ShipyardError, UserInputError, first_line
 from shipyard.project import Project
-from shipyard.tuning.results import TrialSummary
-from shipyard.tuning.serving_cost import SERVING_METRICS
+from shipyard.tuning.results import SERVING_METRICS, TrialSummary
 
 if TYPE_CHECKING:
     from shipyard.corpus.manifest import PreparedCorpus
@@ -114,17 +114,11 @@ def check_goals(project: Project) -> None:
                 f"{field_name}: not a metric trials report{' each epoch' if i == 0 else ''}"
                 f" (got {metric!r}); choose one of {', '.join(allowed)}"
             )
-    goal_names = [m for m, _ in t.goals]
     for metric in t.constraints:
         if metric not in per_epoch + SERVING_METRICS:
             raise UserInputError(
                 f"tuning.constraints.{metric}: not a metric trials report; choose one of"
                 f" {', '.join(per_epoch + SERVING_METRICS)}"
-            )
-        if metric not in goal_names and metric in SERVING_METRICS:
-            raise UserInputError(
-                f"tuning.constraints.{metric}: list it in tuning.objectives too, so trials are"
-                " measured for it"
             )
     if len(t.goals) > 1 and t.scheduler != "fifo":
         raise UserInputError(
@@ -231,7 +225,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     from ray import tune
 
     from shipyard.training.trainer import build_trainer
-    from shipyard.tuning.progress import SweepProgress
+    from shipyard.tuning.progress import DivergedStopper, SweepProgress
     from shipyard.tuning.space import param_space
     from shipyard.tuning.tuner import new_tuner, restore_tuner
 
@@ -245,7 +239,8 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     space = param_space(t.search_space, t.search)
     if resume:
         tuner = restore_tuner(path, trainer, param_space=space)
-        return tuner.fit()
+        with _serving_metrics_come_last(t):
+            return tuner.fit()
     metric, mode = t.goals[0]
     multi = len(t.goals) > 1
     trial_run = trainer.run_config
@@ -256,6 +251,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
         failure_config=trial_run.failure_config,
         checkpoint_config=trial_run.checkpoint_config,
         callbacks=[progress],
+        stop=DivergedStopper(),
         verbose=0,
     )
     tune_config = tune.TuneConfig(
@@ -268,7 +264,29 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
         reuse_actors=False,
     )
     tuner = new_tuner(trainer, param_space=space, tune_config=tune_config, run_config=run_config)
-    return tuner.fit()
+    with _serving_metrics_come_last(t):
+        return tuner.fit()
+
+
+@contextlib.contextmanager
+def _serving_metrics_come_last(t):
+    """A multi-objective searcher names `latency_ms`/`model_bytes`, which only a trial's final
+    report carries (rank 0 measures the kept model after the last epoch); Tune's strict check
+    would fail every trial at its first epoch's report. Off for this driver while the sweep runs
+    (Tune reads it in the driver), and only for such sweeps."""
+    if not any(m in SERVING_METRICS for m, _ in t.goals[1:]) or t.search != "optuna":
+        yield
+        return
+    key = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _seed(project: Project) -> int:
@@ -285,25 +303,14 @@ def _searcher(project: Project, concurrency: int):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from shipyard.tuning.serving_cost import loop_reports_serving_metrics
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    reported = [
-        (m, mode)
-        for m, mode in t.goals
-        if m not in SERVING_METRICS or loop_reports_serving_metrics()
-    ]
-    if len(reported) > 1:
+    if len(t.goals) > 1:  # every objective as the trial's last report has it (NSGA-II)
         return OptunaSearch(
-            metric=[m for m, _ in reported],
-            mode=[mode for _, mode in reported],
+            metric=[m for m, _ in t.goals],
+            mode=[mode for _, mode in t.goals],
             sampler=optuna.samplers.NSGAIISampler(seed=_seed(project)),
         )
-    sampler = optuna.samplers.TPESampler(seed=_seed(project))
-    if len(t.goals) > 1:  # only the primary objective is known while trials run
-        metric, mode = reported[0]
-        return OptunaSearch(metric=metric, mode=mode, sampler=sampler)
-    return OptunaSearch(sampler=sampler)
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=_seed(project)))
 
 
 def _scheduler(project: Project):
@@ -341,7 +348,6 @@ def finish(project: Project, corpus, grid, name, path, concurrency, wall, *, res
     if trials and all(x.state == "failed" for x in trials):
         lines = "; ".join(f"{x.trial_id}: {x.error}" for x in trials[:5])
         raise ShipyardError(f"sweep {name}: all {len(trials)} trials failed ({lines})")
-    _add_serving_cost(trials, goals, notes)
     trials = results.judge(trials, goals, t.parsed_constraints())
     best = results.best_trial(trials, goals[0], constrained=bool(t.constraints))
     outcome = SweepResult(
@@ -374,37 +380,6 @@ def finish(project: Project, corpus, grid, name, path, concurrency, wall, *, res
     tracking.finish_parent(project, parent, best, goals, [outcome.csv, *outcome.plots])
     outcome.mlflow_parent = parent
     return outcome
-
-
-def _add_serving_cost(trials: list[TrialSummary], goals, notes: list[str]) -> None:
-    """Measure size and latency for trials that did not report them (see serving_cost)."""
-    wanted = [m for m, _ in goals if m in SERVING_METRICS]
-    if not wanted:
-        return
-    from shipyard.training.trainer import checkpoint_of_epoch
-    from shipyard.tuning.serving_cost import measure_checkpoints
-
-    todo = {}
-    for t in trials:
-        if t.state == "failed" or all(m in t.metrics for m in wanted):
-            continue
-        best_epoch = t.metrics.get("best_epoch") or t.metrics.get("epoch")
-        ckpt = checkpoint_of_epoch(t.result, best_epoch, None) or (
-            t.result.checkpoint.path if t.result.checkpoint else None
-        )
-        if ckpt:
-            todo[t.trial_id] = ckpt
-    if not todo:
-        return
-    measured = measure_checkpoints(todo)
-    for t in trials:
-        for m, v in measured.get(t.trial_id, {}).items():
-            t.metrics.setdefault(m, v)
-            if m in wanted:
-                t.scores[m] = t.metrics[m]
-    notes.append(
-        f"{', '.join(wanted)} measured after the trials, from their kept checkpoints (1 CPU thread)"
-    )
 
 
 def promote(project: Project, corpus, best: TrialSummary, sweep_name: str):

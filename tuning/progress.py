@@ -11,8 +11,9 @@ import math
 import sys
 import time
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
+from shipyard.tuning.results import diverged
 from shipyard.tuning.space import trial_values
 
 
@@ -63,10 +64,22 @@ class SweepProgress(Callback):
             print(f"[{elapsed:6.0f}s] {text}", file=self.out or sys.stdout, flush=True)
 
 
+class DivergedStopper(Stopper):
+    """Ends a trial whose training loss is no longer finite (a learning rate too high, say):
+    nothing it trains after that is worth its CPUs. The sweep's summary lists it as failed
+    (`shipyard.tuning.results`)."""
+
+    def __call__(self, trial_id, result) -> bool:
+        return diverged(result) is not None
+
+    def stop_all(self) -> bool:
+        return False
+
+
 def trial_state(trial, epochs: int) -> str:
     """pending, running, done, stopped (by the scheduler, before its last epoch) or failed."""
     status = trial.status
-    if status == "ERROR":
+    if status == "ERROR" or diverged(trial.last_result or {}):
         return "failed"
     if status in ("RUNNING", "PAUSED"):
         return "running"

@@ -17,6 +17,10 @@ from typing import Any
 from shipyard.errors import first_line
 from shipyard.tuning.space import trial_values
 
+# Reported once per trial, in its final report: the kept model's weight bytes and the median
+# latency of one single-row prediction (shipyard.training.loop, rank 0, after the last epoch).
+SERVING_METRICS = ("latency_ms", "model_bytes")
+
 OPERATORS = {
     "<=": lambda a, b: a <= b,
     ">=": lambda a, b: a >= b,
@@ -69,7 +73,10 @@ def _summary(result, keys, goals, epochs) -> TrialSummary:
     trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)
     planned = trial_values(result.config or {}, ["training.epochs"])["training.epochs"] or epochs
     ran = int(metrics.get("epoch") or (history[-1].get("epoch", 0) if history else 0))
-    if result.error is not None:
+    error = first_line(result.error) if result.error is not None else None
+    for row in history:  # a NaN loss ends the trial (progress.DivergedStopper): it failed
+        error = error or diverged(row)
+    if error is not None:
         state = "failed"
     elif ran < planned and not metrics.get("stopped_early"):
         state = "stopped"
@@ -78,7 +85,7 @@ def _summary(result, keys, goals, epochs) -> TrialSummary:
     scores = {}
     for metric, mode in goals:
         seen = [r.get(metric) for r in history if _finite(r.get(metric))]
-        if seen and metric != "latency_ms" and metric != "model_bytes":
+        if seen and metric not in SERVING_METRICS:
             scores[metric] = max(seen) if mode == "max" else min(seen)
         elif _finite(metrics.get(metric)):
             scores[metric] = float(metrics[metric])
@@ -93,10 +100,18 @@ def _summary(result, keys, goals, epochs) -> TrialSummary:
         scores=scores,
         history=history,
         metrics=metrics,
-        error=first_line(result.error) if result.error is not None else None,
+        error=error,
         path=result.path,
         result=result,
     )
+
+
+def diverged(row: dict) -> str | None:
+    """The error line for a report whose train_loss is NaN or infinite, else None."""
+    loss = row.get("train_loss")
+    if isinstance(loss, int | float) and not math.isfinite(loss):
+        return f"training diverged: train_loss is {loss} at epoch {row.get('epoch', '?')}"
+    return None
 
 
 def _trial_id_from_path(path: str | None) -> str:
