@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(pandas_pipeline(*args.baseline)))
         return 0
 
-    import shipyard.cluster.runtime  # noqa: F401  (Ray Train V1 switch before anything imports it)
     from shipyard.cluster import connect
     from shipyard.corpus import synth
     from shipyard.project import validate_project
