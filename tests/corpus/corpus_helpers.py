@@ -36,3 +36,14 @@ def write_tsv(path: Path, rows: list[tuple[str, str]], header: bool = True) -> P
     lines = (["label\ttext"] if header else []) + [f"{lab}\t{text}" for lab, text in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def code_point_ranges(points) -> tuple[tuple[int, int], ...]:
+    """Code points as sorted, inclusive (first, last) runs: how the pinned lists spell them."""
+    out: list[list[int]] = []
+    for p in sorted(points):
+        if out and out[-1][1] == p - 1:
+            out[-1][1] = p
+        else:
+            out.append([p, p])
+    return tuple((a, b) for a, b in out)

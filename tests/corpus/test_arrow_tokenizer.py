@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
+from corpus_helpers import code_point_ranges
 
 from shipyard.corpus import arrow_tokenizer, clean, synth, tokenizer
 from shipyard.corpus.tokenizer_settings import TokenizerSettings
@@ -56,19 +57,9 @@ def divergent_code_points() -> list[int]:
     return sorted(bad)
 
 
-def _ranges(points: list[int]) -> tuple[tuple[int, int], ...]:
-    out: list[list[int]] = []
-    for p in points:
-        if out and out[-1][1] == p - 1:
-            out[-1][1] = p
-        else:
-            out.append([p, p])
-    return tuple((a, b) for a, b in out)
-
-
 @pytest.mark.slow
 def test_the_two_tokenizers_disagree_only_on_the_listed_code_points():
-    found = _ranges(divergent_code_points())
+    found = code_point_ranges(divergent_code_points())
     assert found == arrow_tokenizer.DIVERGENT, (
         "TensorFlow and Arrow tokenize these code points differently; set "
         f"arrow_tokenizer.DIVERGENT = {found!r}"

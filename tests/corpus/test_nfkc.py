@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import tensorflow as tf
+from corpus_helpers import code_point_ranges
 
 from shipyard.corpus import clean, tokenizer
 
@@ -39,16 +40,6 @@ def _tf_clean(texts: list[str]) -> list[str]:
     return [s.decode() for s in tokenizer.clean(tf.constant(texts)).numpy().tolist()]
 
 
-def _ranges(points: set[int]) -> tuple[tuple[int, int], ...]:
-    out: list[list[int]] = []
-    for p in sorted(points):
-        if out and out[-1][1] == p - 1:
-            out[-1][1] = p
-        else:
-            out.append([p, p])
-    return tuple((a, b) for a, b in out)
-
-
 @pytest.mark.slow
 def test_python_and_tensorflow_text_disagree_on_nfkc_only_where_listed():
     """Where the two NFKC implementations differ (unkept), found anew: the list must match."""
@@ -63,8 +54,9 @@ def test_python_and_tensorflow_text_disagree_on_nfkc_only_where_listed():
     for seq, a, b in zip(seqs, ours, _tf_nfkc(seqs), strict=True):
         if a != b:  # Python joins what ICU leaves apart: keep the marks it would join
             found.update(ord(ch) for ch in seq[1:])
-    assert _ranges(found) == clean.NFKC_KEPT, (
-        f"Python's and TensorFlow Text's NFKC differ here; set clean.NFKC_KEPT = {_ranges(found)!r}"
+    ranges = code_point_ranges(found)
+    assert ranges == clean.NFKC_KEPT, (
+        f"Python's and TensorFlow Text's NFKC differ here; set clean.NFKC_KEPT = {ranges!r}"
     )
 
 
