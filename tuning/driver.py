@@ -332,7 +332,6 @@ def _scheduler(project: Project):
             perturbation_interval=t.perturbation_interval,
             hyperparam_mutations=mutations(t.search_space),
             quantile_fraction=0.5 if t.num_samples < 8 else 0.25,
-            seed=_seed(project),
         )
     return FIFOScheduler()
 

@@ -107,9 +107,12 @@ def _summary(result, keys, goals, epochs) -> TrialSummary:
 
 
 def diverged(row: dict) -> str | None:
-    """The error line for a report whose train_loss is NaN or infinite, else None."""
+    """The error line for a report whose train_loss is NaN or infinite, else None. A report
+    that trained nothing (a finished run restored only to report again, as PBT does with a
+    trial it paused at its last epoch: epoch == resumed_from_epoch) has no loss at all."""
     loss = row.get("train_loss")
-    if isinstance(loss, int | float) and not math.isfinite(loss):
+    trained = (row.get("epoch") or 0) > (row.get("resumed_from_epoch") or 0)
+    if trained and isinstance(loss, int | float) and not math.isfinite(loss):
         return f"training diverged: train_loss is {loss} at epoch {row.get('epoch', '?')}"
     return None
 
