@@ -1,0 +1,184 @@
+"""Sweeps: what ASHA saves over FIFO, what a sweep spends outside training, and a sweep vs
+sequential `train` runs of the same configs.
+
+    (a) the same random search (same seed, --trials trials of 1-worker Horovod runs, as many at
+        once as the cluster holds) with scheduler fifo and with asha: compute spent (sum of
+        trial-epochs) and best val_accuracy of each. Target: asha <= 50% of fifo's trial-epochs,
+        best within 1 point.
+    (b) overhead of each sweep: 1 - (sum of the trials' epoch_seconds) / (wall x concurrency),
+        i.e. the share of the sweep's CPU slots not spent inside the trials' epochs (start-up,
+        rendezvous, data loading, evaluation, bookkeeping). Runs fifo at each --lengths epoch
+        count too, to show how it changes with trial length. Target <= 20% for ~30 s trials.
+    (c) the fifo sweep's own configs as sequential `shipyard.training.train` runs (no
+        publishing, like the sweep with promote off): ratio of wall times. With --sequential K
+        below the trial count, K runs are timed and the total is extrapolated (said so).
+
+    .venv/bin/python bench/tuning.py                      # 16 trials, ~15-25 min on 2 cores
+    .venv/bin/python bench/tuning.py --trials 16 --sequential 6 --lengths ""
+
+Results go to bench/results/tuning-<time>.json; the ratios are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+
+
+def project_dict(args, name: str, scheduler: str, epochs: int) -> dict:
+    return {
+        "name": name,
+        "workdir": str(args.workdir),
+        "cluster": {"num_cpus": 2},
+        "data": {
+            "synthetic": {"rows": args.rows, "seed": 11},
+            "vocab_size": 2000,
+            "sequence_length": 32,
+        },
+        "model": {"kind": "lstm_classifier", "embedding_dim": 16, "units": 16},
+        "training": {"workers": 1, "epochs": epochs, "batch_size": 64},
+        "tuning": {
+            "num_samples": args.trials,
+            "search": "random",
+            "scheduler": scheduler,
+            "seed": args.seed,
+            "metric": "val_accuracy",
+            "mode": "max",
+            "promote": False,
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "search_space": {
+                "training.learning_rate": {"loguniform": [1e-4, 3e-2]},
+                "model.units": {"choice": [8, 16, 32]},
+            },
+        },
+    }
+
+
+def run_sweep(args, scheduler: str, epochs: int) -> dict:
+    from shipyard.project import validate_project
+    from shipyard.tuning import sweep
+
+    project = validate_project(project_dict(args, "bench_tuning", scheduler, epochs), "bench")
+    started = time.perf_counter()
+    result = sweep(project, out=io.StringIO())
+    wall = time.perf_counter() - started
+    inside = sum(
+        float(row.get("epoch_seconds") or 0.0)
+        for t in result.trials
+        for row in t.history
+        if (row.get("epoch") or 0) > (row.get("resumed_from_epoch") or 0)
+    )
+    best = result.best.score("val_accuracy") if result.best else float("nan")
+    return {
+        "scheduler": scheduler,
+        "epochs": epochs,
+        "trials": len(result.trials),
+        "failed": result.count("failed"),
+        "stopped": result.count("stopped"),
+        "trial_epochs": result.trial_epochs,
+        "best_val_accuracy": best,
+        "wall_seconds": round(wall, 1),
+        "tune_wall_seconds": round(result.wall_seconds, 1),
+        "concurrency": result.concurrency,
+        "inside_epochs_seconds": round(inside, 1),
+        "overhead_share": 1 - inside / (wall * result.concurrency),
+        "mean_trial_seconds": round(
+            sum(t.seconds for t in result.trials) / max(1, len(result.trials)), 1
+        ),
+        "configs": [t.values for t in result.trials],
+    }
+
+
+def run_sequential(args, configs: list[dict], epochs: int) -> dict:
+    from shipyard.project import validate_project
+    from shipyard.training import train
+
+    base = validate_project(project_dict(args, "bench_tuning", "fifo", epochs), "bench")
+    timed = configs[: args.sequential] if args.sequential else configs
+    started = time.perf_counter()
+    for values in timed:
+        train(base.with_overrides(values), publish=False)
+    wall = time.perf_counter() - started
+    return {
+        "runs_timed": len(timed),
+        "runs_total": len(configs),
+        "wall_seconds_timed": round(wall, 1),
+        "wall_seconds": round(wall * len(configs) / max(1, len(timed)), 1),
+        "extrapolated": len(timed) < len(configs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per trial in (a) and (c)")
+    parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--lengths", default="1", help="more epoch counts for (b), comma-separated ('' for none)"
+    )
+    parser.add_argument("--sequential", type=int, default=0, help="(c): time only K runs")
+    parser.add_argument("--workdir", type=Path, default=REPO / ".shipyard" / "bench_tuning")
+    args = parser.parse_args(argv)
+
+    from shipyard.training.ray_train_v1 import select_v1
+
+    select_v1()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    fifo = run_sweep(args, "fifo", args.epochs)
+    print(f"fifo: {json.dumps({k: v for k, v in fifo.items() if k != 'configs'})}", flush=True)
+    asha = run_sweep(args, "asha", args.epochs)
+    print(f"asha: {json.dumps({k: v for k, v in asha.items() if k != 'configs'})}", flush=True)
+    lengths = [fifo]
+    for n in [int(x) for x in args.lengths.split(",") if x.strip()]:
+        if n != args.epochs:
+            lengths.append(run_sweep(args, "fifo", n))
+            print(f"fifo {n} epochs: overhead {lengths[-1]['overhead_share']:.1%}", flush=True)
+    sequential = run_sequential(args, fifo["configs"], args.epochs)
+    print(f"sequential: {json.dumps(sequential)}", flush=True)
+
+    ratios = {
+        "a_asha_over_fifo_trial_epochs": asha["trial_epochs"] / fifo["trial_epochs"],
+        "a_asha_minus_fifo_best_points": 100
+        * (asha["best_val_accuracy"] - fifo["best_val_accuracy"]),
+        "b_overhead_share_fifo": fifo["overhead_share"],
+        "b_overhead_share_asha": asha["overhead_share"],
+        "b_overhead_share_by_trial_seconds": {
+            f"{r['mean_trial_seconds']}s ({r['epochs']} epochs)": r["overhead_share"]
+            for r in lengths
+        },
+        "c_sweep_over_sequential_wall": fifo["wall_seconds"] / sequential["wall_seconds"],
+    }
+    report = {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before},
+        "setup": {k: str(v) for k, v in vars(args).items()},
+        "fifo": fifo,
+        "asha": asha,
+        "lengths": lengths[1:],
+        "sequential": sequential,
+        "ratios": ratios,
+        "loadavg_after": os.getloadavg(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"tuning-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    print(json.dumps(ratios, indent=1))
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
