@@ -40,6 +40,8 @@ def test_publish_uses_the_checkpoints_config_and_records_the_source(checkout, te
             "training": base.training.model_copy(update={"learning_rate": 0.5}),
         }
     )
+    # The project file lives in the checkout: its commit is the source of what is published.
+    project._base_dir = checkout
     # The same weights, recorded without compression (no TFLite: a faster export).
     training = {**trained.training.model_dump(mode="json"), "export": {"compress": False}}
     checkpoint = copy_checkpoint(text_run.result.checkpoint, tmp_path / "ck", training=training)
