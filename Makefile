@@ -45,7 +45,7 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 test-fast: install
 	$(BIN)/pytest -m "not slow and not multinode"
