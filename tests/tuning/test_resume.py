@@ -24,13 +24,26 @@ RUN = (
 
 
 def _finished(sweep_dir: str) -> dict[str, int]:
-    """trial folder -> reported epochs, for trials that reported their last (3rd) epoch."""
+    """trial folder -> reported epochs, for trials that Tune's own experiment state records as
+    TERMINATED. (A trial whose last report is on disk but whose end Tune had not yet saved when
+    the driver died is rightly run again on restore: it does not count as finished.)"""
+    terminated = set()
+    for state in glob.glob(os.path.join(sweep_dir, "experiment_state-*.json")):
+        try:
+            with open(state, encoding="utf-8") as f:
+                trials = json.load(f)["trial_data"]
+        except (OSError, ValueError, KeyError):
+            continue  # being rewritten right now: read it on the next poll
+        for trial_json, _ in trials:
+            trial = json.loads(trial_json)
+            if trial.get("status") == "TERMINATED":
+                terminated.add(trial["relative_logdir"])
     out = {}
-    for result in glob.glob(os.path.join(sweep_dir, "HorovodTrainer_*", "result.json")):
-        with open(result, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        if rows and rows[-1].get("epoch") == 3:
-            out[os.path.basename(os.path.dirname(result))] = len(rows)
+    for folder in terminated:
+        result = os.path.join(sweep_dir, folder, "result.json")
+        if os.path.isfile(result):
+            with open(result, encoding="utf-8") as f:
+                out[folder] = sum(1 for line in f if line.strip())
     return out
 
 
