@@ -6,8 +6,7 @@ serving replica uses) must not import Ray Train or select its V1 API as a side e
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from shipyard.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "TrainResult": "shipyard.training.trainer",
@@ -19,8 +18,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -5,8 +5,7 @@ Attributes load lazily (importing this package imports no Ray)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from shipyard.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "SweepResult": "shipyard.tuning.driver",
@@ -17,8 +16,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
