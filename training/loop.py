@@ -21,9 +21,16 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from shipyard.errors import ShipyardError
 from shipyard.training.checkpoint import STATE, WEIGHTS, CheckpointState, read_state, write_state
 
-__all__ = ["REPORTS_SERVING_METRICS", "STATE", "WEIGHTS", "train_loop_per_worker"]
+__all__ = [
+    "REPORTS_SERVING_METRICS",
+    "STATE",
+    "WEIGHTS",
+    "TrainingDiverged",
+    "train_loop_per_worker",
+]
 
 # The final report carries the kept model's serving cost (rank 0): `model_bytes`, the size of its
 # weights, and `latency_ms`, the median time of one single-row prediction in this worker.
@@ -35,6 +42,15 @@ SHUFFLE_ROWS = 8192  # tf.data's shuffle buffer, in rows: two chunks, so rows mi
 CACHE_SHARD_BYTES = 512 << 20  # `cache_shard="auto"` keeps a worker's train shard up to this
 DENSE_EMBEDDING_VALUES = 16_000_000  # 64 MB of float32: `sparse_as_dense="auto"` goes dense below
 _DTYPES = {"string": tf.string, "int32": tf.int32, "int64": tf.int64, "float32": tf.float32}
+
+
+class TrainingDiverged(ShipyardError):
+    """An epoch's training loss is NaN or infinite: nothing trained after it is worth its CPUs.
+
+    Raised by every rank at the same epoch (the loss it checks is the one Horovod's
+    `MetricAverageCallback` averaged over all ranks, so every rank sees the same value), before
+    that epoch is evaluated or reported; the message's first line is what a sweep lists for the
+    trial."""
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -212,14 +228,18 @@ def train_loop_per_worker(config: dict) -> None:
         reporter.on_epoch_end(tcfg.epochs - 1, {})
         leave_together()
         return
-    model.fit(
-        train_data(),
-        steps_per_epoch=steps,
-        initial_epoch=start_epoch,
-        epochs=tcfg.epochs,
-        callbacks=callbacks,
-        verbose=2 if hvd.rank() == 0 else 0,
-    )
+    try:
+        model.fit(
+            train_data(),
+            steps_per_epoch=steps,
+            initial_epoch=start_epoch,
+            epochs=tcfg.epochs,
+            callbacks=callbacks,
+            verbose=2 if hvd.rank() == 0 else 0,
+        )
+    except TrainingDiverged:
+        leave_together()  # every rank raised at the same epoch: leave together, then fail
+        raise
     leave_together()
 
 
@@ -379,12 +399,22 @@ class Reporter(tf.keras.callbacks.Callback):
         from ray.train import Checkpoint
 
         logs = logs or {}
+        loss = float(logs.get("loss", np.nan))
+        if "loss" in logs and not np.isfinite(loss):
+            # Before evaluating: NaN weights would fail later, in the metrics, with a message
+            # that names neither the loss nor the epoch. (A finished run restored only to report
+            # again passes no logs: it trained nothing, so it has no loss to check.)
+            rate = float(tf.keras.backend.get_value(self.model.optimizer.lr))
+            raise TrainingDiverged(
+                f"training diverged: train_loss is {loss} at epoch {epoch + 1} (learning rate"
+                f" {rate:g}); lower training.learning_rate"
+            )
         report = {
             "epoch": epoch + 1,
             "resumed_from_epoch": self.start_epoch,
             "worker_nodes": self.worker_nodes,
             "epoch_seconds": time.perf_counter() - self.epoch_start,
-            "train_loss": float(logs.get("loss", np.nan)),
+            "train_loss": loss,
             "train_accuracy": float(logs.get("accuracy", np.nan)),
             "learning_rate": float(tf.keras.backend.get_value(self.model.optimizer.lr)),
             "optimizer_steps": int(self.model.optimizer.iterations.numpy()),
