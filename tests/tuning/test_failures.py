@@ -2,13 +2,21 @@
 
 The failure is real: a learning rate of 3e38 (near float32's largest) overflows the LSTM's weights
 within the first epoch and its training loss turns NaN; the training loop itself raises
-"train_loss is nan at epoch 1" on every rank, before that epoch is evaluated or reported.
+"train_loss is nan at epoch 1" on every rank, before that epoch is evaluated or reported. A trial
+whose worker process dies, with no restarts left (`training.max_failures: 0`), fails the same way.
 """
 
 from __future__ import annotations
 
+import csv
+import glob
 import io
+import os
+import signal
+import threading
+import time
 
+import psutil
 import pytest
 
 from shipyard import cli
@@ -56,3 +64,75 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(ray_local, project_factor
     assert cli.main(["sweep", doomed.source_file]) == 1
     err = capsys.readouterr().err
     assert "all 2 trials failed" in err and err.count("train_loss is nan at epoch 1") == 2, err
+
+
+def _train_workers() -> list[psutil.Process]:
+    """This session's Horovod worker processes (children of our own raylet, never anyone else's)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_dies_beyond_max_failures_fails_and_the_sweep_goes_on(
+    ray_local, project_factory, capsys
+):
+    """One trial at a time: the first trial (40 epochs, so it is surely still running) has its
+    worker killed (SIGKILL) once it wrote its first checkpoint; with `training.max_failures: 0`
+    nothing restarts it. The second trial (2 epochs) runs and finishes; the sweep exits 0."""
+    project = project_factory(
+        {
+            **TINY,
+            "name": "killed",
+            "training": {**TINY["training"], "max_failures": 0},
+            "tuning": {
+                "search": "grid",
+                "scheduler": "fifo",
+                "promote": False,
+                "max_concurrent_trials": 1,
+                "search_space": {"training.epochs": {"grid": [40, 2]}},
+            },
+        }
+    )
+    killed: dict = {}
+
+    def kill_after_first_checkpoint():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            runs = project.runs_dir
+            if os.path.isdir(runs) and glob.glob(os.path.join(runs, "*", "*", "checkpoint_*")):
+                workers = _train_workers()
+                if workers:
+                    workers[0].send_signal(signal.SIGKILL)
+                    killed["pid"] = workers[0].pid
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    capsys.readouterr()
+    code = cli.main(["sweep", project.source_file])
+    killer.join(timeout=5)
+    out = capsys.readouterr().out
+    assert "pid" in killed, "no worker was killed: the test did not exercise a failure"
+    assert code == 0, out  # some trials failed, not all: the sweep itself succeeded
+    (csv_path,) = glob.glob(os.path.join(project.runs_dir, "*", "trials.csv"))
+    with open(csv_path, encoding="utf-8") as f:
+        rows = {int(r["training.epochs"]): r for r in csv.DictReader(f)}
+    long, short = rows[40], rows[2]
+    assert short["state"] == "done" and short["epochs"] == "2", rows
+    assert long["state"] == "failed" and int(long["epochs"]) < 40, rows
+    # Its error is one line, the original error's first (not Ray's traceback header), and it
+    # says the worker died.
+    error = long["error"]
+    assert error and "\n" not in error, error
+    assert not error.startswith(("ray::", "Failure", "Traceback")), error
+    assert "died" in error.lower(), error
+    assert "1 done, 0 stopped early, 1 failed" in out, out
+    row = next(line for line in out.splitlines() if line.split()[1:2] == [long["trial_id"]])
+    assert f"failed: {error[:60]}" in row, out
