@@ -27,6 +27,12 @@ def register(sub) -> None:
     p.add_argument(
         "--extra", action="append", default=[], help="extra labeled rows to merge (Parquet)"
     )
+    p.add_argument(
+        "--feedback",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="merge the feedback batches `shipyard feedback export` wrote (default: on)",
+    )
     p.set_defaults(handler=prepare)
 
 
@@ -50,7 +56,13 @@ def synth(args: argparse.Namespace) -> int:
 def prepare(args: argparse.Namespace) -> int:
     from shipyard.corpus.prepare import format_summary, prepare
 
-    result = prepare(load(args), force=args.force, extra_sources=args.extra, announce=_say)
+    project = load(args)
+    extra = list(args.extra)
+    if args.feedback:
+        from shipyard.serving.feedback_export import feedback_batches
+
+        extra += feedback_batches(project)
+    result = prepare(project, force=args.force, extra_sources=extra, announce=_say)
     print(format_summary(result.manifest))
     if result.reused:
         print(f"inputs unchanged: reused the corpus in {result.corpus.path} (--force rebuilds it)")
