@@ -327,6 +327,14 @@ def _scheduler(project: Project):
             reduction_factor=t.reduction_factor,
         )
     if t.scheduler == "pbt":
+        import random
+
+        import numpy as np
+
+        # PBT's exploit and explore draw from the driver's global `random` (which trial to
+        # clone, resample or perturb, by which factor) and numpy (resampling a Tune domain).
+        random.seed(_seed(project))
+        np.random.seed(_seed(project))
         return PopulationBasedTraining(
             time_attr="training_iteration",
             perturbation_interval=t.perturbation_interval,
