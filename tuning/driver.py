@@ -74,6 +74,9 @@ def sweep(project: Project, *, resume: str | None = None, out=None) -> SweepResu
     check_goals(project)
     check_space(project)
     connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
+    from shipyard.verbosity import quiet_engines
+
+    quiet_engines()  # TensorFlow's and Keras's warnings (the promoted model's export): verbose only
     from shipyard.training.trainer import check_feasible
 
     check_feasible(project)  # a trial that can never be placed fails now, before any work
@@ -260,7 +263,10 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
         search_alg=_searcher(base, concurrency),
         scheduler=_scheduler(base),
         num_samples=1 if t.search == "grid" else t.num_samples,
-        max_concurrent_trials=concurrency,
+        # One place per searcher: Tune wraps a Searcher (Optuna) in a ConcurrencyLimiter; the
+        # random/grid generator takes its own limit (`_searcher`), and Tune warns that it ignores
+        # max_concurrent_trials for it.
+        max_concurrent_trials=None if t.search in ("random", "grid") else concurrency,
         reuse_actors=False,
     )
     tuner = new_tuner(trainer, param_space=space, tune_config=tune_config, run_config=run_config)
