@@ -320,7 +320,7 @@ def _searcher(project: Project, concurrency: int):
 
 
 def _scheduler(project: Project):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from shipyard.tuning.space import mutations
 
@@ -341,7 +341,10 @@ def _scheduler(project: Project):
         # clone, resample or perturb, by which factor) and numpy (resampling a Tune domain).
         random.seed(_seed(project))
         np.random.seed(_seed(project))
-        return PopulationBasedTraining(
+        from shipyard.tuning.progress import LastEpochPBT
+
+        return LastEpochPBT(
+            epochs=project.training.epochs,
             time_attr="training_iteration",
             perturbation_interval=t.perturbation_interval,
             hyperparam_mutations=mutations(t.search_space),

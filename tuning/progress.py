@@ -12,6 +12,7 @@ import sys
 import time
 
 from ray.tune import Callback, Stopper
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from shipyard.tuning.results import diverged
 from shipyard.tuning.space import trial_values
@@ -74,6 +75,21 @@ class DivergedStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+class LastEpochPBT(PopulationBasedTraining):
+    """PBT that leaves a trial's last report alone: a perturbation there would pause the trial
+    (or make it exploit another's checkpoint) when it has nothing left to train, only for Tune
+    to start its workers again and have it report its last epoch once more."""
+
+    def __init__(self, *, epochs: int, **kwargs):
+        super().__init__(**kwargs)
+        self.epochs = epochs
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if (result.get("epoch") or 0) >= self.epochs or result.get("stopped_early"):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
 
 def trial_state(trial, epochs: int) -> str:
