@@ -25,6 +25,16 @@ STAMP := $(VENV)/.installed-$(TF_EXTRA)
 .PHONY: install demo test test-fast bench lint format clean
 
 install: $(STAMP)
+# The playground's browser test (tests/serving/test_playground.py) drives a headless Chromium; it
+# skips without one. Installed here only as root with apt; elsewhere a note, and the test skips.
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	    || command -v google-chrome >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+	    || { apt-get update && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y --no-install-recommends chromium; } \
+	    || echo "note: could not install chromium; the playground browser test will skip"; \
+	else echo "note: no Chromium (install Debian's chromium as root); the playground browser test will skip"; fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
