@@ -38,7 +38,7 @@ class ExportedModel:
         self.signature: ExportSignature = read_signature(self.path)
         import_op_libraries(self.signature.op_libraries, self.path)
         self._loaded = tf.saved_model.load(os.path.join(self.path, SAVED_MODEL))
-        self._fn = self._loaded.signatures[self.signature.serving_signature]
+        self.serving_fn = self._loaded.signatures[self.signature.serving_signature]
 
     @property
     def labels(self) -> list[str]:
@@ -56,14 +56,14 @@ class ExportedModel:
     def predict_raw(self, data: Any, batch_size: int = 256) -> np.ndarray:
         """Probabilities for raw texts (a sequence of str) or raw rows (a list of dicts, or a dict
         of columns). Shape (n, 1) for binary models, (n, k) otherwise."""
-        columns = self._columns(data)
+        columns = self.as_columns(data)
         n = len(next(iter(columns.values())))
         if n == 0:
             return np.zeros((0, self.signature.width), np.float32)
         out = []
         for start in range(0, n, batch_size):
             feed = {k: tf.constant(v[start : start + batch_size]) for k, v in columns.items()}
-            out.append(self._fn(**feed)[OUTPUT].numpy())
+            out.append(self.serving_fn(**feed)[OUTPUT].numpy())
         return np.concatenate(out)
 
     def vectorize(self, texts: Sequence[str]) -> np.ndarray:
@@ -76,7 +76,7 @@ class ExportedModel:
         text = tf.constant(np.asarray([str(t) for t in texts], dtype=object))
         return self._loaded.signatures[VECTORIZE_KEY](text=text)["ids"].numpy()
 
-    def _columns(self, data: Any) -> dict[str, np.ndarray]:
+    def as_columns(self, data: Any) -> dict[str, np.ndarray]:
         """Raw input as the signature's tensors: None becomes "" (text, categories) or NaN
         (numbers, which the model fills with the training mean)."""
         spec = self.signature.columns

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -153,20 +156,38 @@ def artifact_path(project: Project, ref: str | RegisteredVersion) -> str:
     local = version.local_path
     if local and os.path.isdir(local):
         return local
+    return fetch_export(version, project.workdir_path / "model_cache")
+
+
+def fetch_export(version: RegisteredVersion, cache: str | os.PathLike) -> str:
+    """Download a version's export from the registry's artifact store into `cache` (once).
+
+    What a process on another node does (a serving replica): it needs the artifact store's URI,
+    not the registry's database."""
     import mlflow.artifacts
 
-    cache = project.workdir_path / "model_cache" / version.name / str(version.version)
-    if cache.is_dir() and any(cache.iterdir()):
-        return str(cache)
-    os.makedirs(cache, exist_ok=True)
+    # Keyed by the artifact URI too: another registry's version 1 of the same name is another model.
+    where = hashlib.sha256(version.source.encode()).hexdigest()[:12]
+    folder = os.path.join(os.fspath(cache), version.name, f"{version.version}-{where}")
+    done = os.path.join(folder, ".complete")
+    if os.path.isfile(done):
+        return os.path.join(folder, "export")
+    os.makedirs(folder, exist_ok=True)
+    # Each process downloads into its own folder: replicas starting together on a node race.
+    scratch = tempfile.mkdtemp(prefix="download-", dir=folder)
     try:
-        return mlflow.artifacts.download_artifacts(
-            artifact_uri=version.source, dst_path=str(cache), tracking_uri=version.tracking_uri
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=version.source, dst_path=scratch, tracking_uri=version.tracking_uri
         )
     except Exception as exc:
         raise ShipyardError(
             f"cannot fetch {version.uri} from {version.source}: {first_line(exc)}"
         ) from None
+    with contextlib.suppress(OSError):  # another process finished first: its copy is the same
+        os.replace(path, os.path.join(folder, "export"))
+    shutil.rmtree(scratch, ignore_errors=True)
+    open(done, "w").close()
+    return os.path.join(folder, "export")
 
 
 # -- aliases -------------------------------------------------------------------------------------
