@@ -139,3 +139,25 @@ def project_factory(tmp_path: Path) -> ProjectFactory:
 def session_project_factory(tmp_path_factory) -> ProjectFactory:
     """Projects for module- or session-scoped fixtures; each call gets a fresh folder."""
     return ProjectFactory(lambda: tmp_path_factory.mktemp("project"))
+
+
+# -- a tiny text corpus and a model trained on it, shared by the training and serving tests ------
+@pytest.fixture(scope="session")
+def text_corpus(ray_local, session_project_factory):
+    """The tiny text project (tests/trained_models.py) and its prepared corpus."""
+    from trained_models import TEXT_PROJECT
+
+    from shipyard.corpus.prepare import prepare
+
+    project = session_project_factory(TEXT_PROJECT)
+    return project, prepare(project).corpus
+
+
+@pytest.fixture(scope="session")
+def text_run(text_corpus, tmp_path_factory):
+    """An LSTM trained on it in this process (a `trained_models.Trained`)."""
+    from trained_models import train_in_process
+
+    project, corpus = text_corpus
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny_text-run"
+    return train_in_process(project, corpus, run_dir)
