@@ -365,17 +365,52 @@ class TuningConfig(Section):
         return value
 
 
+class CanaryConfig(Section):
+    """How the canary judges itself from feedback (see serving/canary_stats.py)."""
+
+    alpha: float = Field(0.05, gt=0, lt=1)  # always-valid significance level
+    min_samples: int = Field(200, ge=1)  # labelled feedback per arm before "ready"
+    auto_rollback: bool = True  # send all traffic back to the champion when significantly worse
+    auto_promote: bool = False  # make the challenger champion when significantly better
+
+
 class ServingConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = "/"
     model_version: str = "champion"
+    variant: str = "full"  # "full" (the SavedModel) or a TFLite variant from training's export
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
     target_ongoing_requests: float = Field(4, gt=0)
+    # Batching needs many requests in flight per replica; Serve's default (5) would cap batches.
+    max_ongoing_requests: int = Field(64, ge=1)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+    look_back_period_s: float = Field(30.0, gt=10)  # Serve's metrics arrive every 10 s
+    replica_cpus: float = Field(1.0, ge=0)
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_items: int = Field(64, ge=1)  # inputs in one request
+    max_chars: int = Field(2000, ge=1)  # characters of one text
     feedback_path: str | None = None
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ServingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError(
+                f"initial_replicas ({self.initial_replicas}) must lie in [min_replicas,"
+                f" max_replicas] = [{self.min_replicas}, {self.max_replicas}]"
+            )
+        return self
 
 
 class NodeType(Section):
