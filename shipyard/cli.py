@@ -17,7 +17,17 @@ from collections.abc import Sequence
 from shipyard.errors import ShipyardError, UserInputError
 from shipyard.verbosity import is_verbose, set_verbose
 
-COMMAND_MODULES = ("doctor", "data", "train", "sweep", "cluster", "jobs", "models", "feedback")
+COMMAND_MODULES = (
+    "doctor",
+    "data",
+    "train",
+    "sweep",
+    "cluster",
+    "jobs",
+    "models",
+    "serve",
+    "feedback",
+)
 TOP_LEVEL_FIELDS = ("workdir",)  # project fields outside any section that take --field value
 
 
