@@ -328,7 +328,9 @@ class Ingress:
 
     # -- called through the app's handle by `shipyard serve status|promote|rollback` --------------
     def status(self) -> dict[str, Any]:
+        context = serve.get_replica_context()
         return {
+            "ingress": {"replica": context.replica_id.unique_id, "pid": os.getpid()},
             "arms": {role: asdict(arm) for role, arm in self.arms.items()},
             "challenger_percent": self.challenger_percent,
             "canary": self._canary_state(),
