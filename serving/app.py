@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException
 
 from shipyard.serving import schemas
 from shipyard.serving.schemas import BadInput
@@ -155,6 +156,18 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONRe
     errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
     problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors]
     return JSONResponse({"error": "; ".join(problems), "detail": errors}, 422)
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # FastAPI's own refusals (a body that is not JSON, an unknown path or method) in the shape
+    # of ours, so a client reads `error` whatever went wrong; `detail` stays for FastAPI clients.
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail = "body: not a JSON document (malformed, not UTF-8, or nested too deeply)"
+    return JSONResponse(
+        {"error": detail, "detail": exc.detail}, exc.status_code, headers=exc.headers
+    )
 
 
 @api.exception_handler(BadInput)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scalar = str | float | int | bool | None
 Input = str | dict[str, Scalar]
@@ -22,6 +22,18 @@ class BadInput(ValueError):
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_only(cls, data: Any) -> Any:
+        # JSON may escape a lone surrogate ("\\ud800"), which Python decodes into a str no
+        # encoder accepts: TensorFlow's string tensors and the feedback log would fail on it
+        # with a 5xx long after validation. Refuse it here, naming where it is.
+        where = _first_surrogate(data, "")
+        if where is not None:
+            where = where.encode("utf-8", "backslashreplace").decode() or "body"
+            raise ValueError(f"{where}: not valid Unicode (a lone surrogate code point)")
+        return data
 
 
 class PredictRequest(Body):
@@ -151,6 +163,30 @@ def to_columns(
                 raise BadInput(f"inputs[{i}].{name}: {len(value)} characters, at most {max_chars}")
             out[name].append(value)
     return out
+
+
+def _first_surrogate(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (or key) that cannot be encoded as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found = _first_surrogate(key, where) if isinstance(key, str) else None
+            found = found if found is not None else _first_surrogate(item, where)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _first_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _kind(value: Any) -> str:

@@ -108,17 +108,24 @@ def test_bad_input_is_4xx_with_a_message_and_the_replica_keeps_serving(
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
-    [(b"{not json", "JSON decode error"), (b'{"inputs": ["\xff\xfe"]}', "")],
+    ("path", "data", "message"),
+    [
+        ("v1/predict", b"{not json", "JSON decode error"),
+        ("v1/predict", b'{"inputs": ["\xff\xfe"]}', "body: not a JSON document"),
+        ("v1/predict", b'{"inputs": ["ok", "\\ud800"]}', "inputs[1]: not valid Unicode"),
+        ("v1/explain", b'{"inputs": [{"text": "\\udfff"}]}', "inputs[0].text: not valid Unicode"),
+        (
+            "v1/feedback",
+            b'{"input": "\\udfff", "prediction": "ham", "label": "spam"}',
+            "input: not valid Unicode",
+        ),
+    ],
 )
-def test_broken_bodies_are_4xx(deployed, data, message):
+def test_broken_bodies_are_4xx_with_an_error(deployed, path, data, message):
     service, client = deployed
     reply = requests.post(
-        service.url + "v1/predict",
-        data=data,
-        headers={"content-type": "application/json"},
-        timeout=30,
+        service.url + path, data=data, headers={"content-type": "application/json"}, timeout=30
     )
     assert 400 <= reply.status_code < 500, reply.text
-    assert message in reply.text
+    assert message in reply.json()["error"]
     assert client.post("/v1/predict", {"inputs": ["hello"]}).status_code == 200
