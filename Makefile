@@ -22,7 +22,7 @@ $(error no Horovod build flags in $(HOROVOD_FLAG_FILES))
 endif
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
 
-.PHONY: install demo test test-fast bench lint format clean
+.PHONY: install demo test test-fast bench lint format docs clean
 
 install: $(STAMP)
 # The playground's browser test (tests/serving/test_playground.py) drives a headless Chromium; it
@@ -71,6 +71,11 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# README's reference tables (commands, project-file fields) from the CLI parser and the project
+# models; tests/test_reference_doc.py fails when they are stale.
+docs: install
+	$(BIN)/python -m shipyard.reference_doc README.md
 
 clean:
 	rm -rf .shipyard outputs .pytest_cache .ruff_cache
