@@ -1,4 +1,5 @@
-"""`shipyard models`, `shipyard evaluate`, `shipyard versions` and `shipyard promote`."""
+"""`shipyard models`, `shipyard evaluate`, `shipyard versions`, `shipyard promote` and
+`shipyard lineage`."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def register(sub) -> None:
     p.add_argument("--alias", default="champion", help="the alias to move (default: champion)")
     p.set_defaults(handler=promote)
 
+    g = sub.add_parser(
+        "lineage",
+        help="what a registered version was made from: corpus, feedback, run, sweep, serving",
+    )
+    add_project_argument(g)
+    g.add_argument(
+        "model",
+        nargs="?",
+        default="@champion",
+        metavar="MODEL",
+        help=f"{REF_HELP} (default: champion)",
+    )
+    g.add_argument("--json", action="store_true", help="print the chain as JSON")
+    g.set_defaults(handler=lineage)
+
 
 def models(args: argparse.Namespace) -> int:
     from shipyard.training.models import KINDS
@@ -74,6 +90,15 @@ def promote(args: argparse.Namespace) -> int:
     from shipyard.training.model_versions import promote
 
     print(promote(load(args), args.model, alias=args.alias).describe())
+    return 0
+
+
+def lineage(args: argparse.Namespace) -> int:
+    quiet_engines()
+    from shipyard.training.lineage import format_lineage, lineage
+
+    found = lineage(load(args), args.model)
+    print(json.dumps(_finite(found.to_dict()), indent=1) if args.json else format_lineage(found))
     return 0
 
 
