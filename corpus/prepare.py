@@ -60,21 +60,31 @@ def prepare(
     *,
     force: bool = False,
     extra_sources: list[str] = (),
+    feedback: bool = False,
     provenance: bool = False,
     announce: Callable[[str], None] | None = None,
 ) -> PrepareResult:
     """Prepare the project's corpus, or reuse the one on disk when its inputs are unchanged.
 
-    `extra_sources`: more labeled rows (e.g. the feedback a service captured, Parquet with
-    `text`, `label`) merged into the source before dedup. `provenance`: also record which nodes
-    cleaned and encoded how many rows (one small actor call per batch). `announce`: called with
-    one line saying what runs where (nodes, CPUs, the sources) once Ray is up, before the work.
+    `extra_sources`: more labeled rows (Parquet with the source's text and label columns) merged
+    into the source before dedup. `feedback`: also merge every feedback batch `shipyard feedback
+    export` wrote. `shipyard data prepare`, `train` and `sweep` all pass it, so they agree on the
+    inputs: a corpus prepared with feedback is reused by training, never rebuilt without it.
+    `provenance`: also record which nodes cleaned and encoded how many rows (one small actor
+    call per batch). `announce`: called with one line saying what runs where (nodes, CPUs, the
+    sources) once Ray is up, before the work.
     """
     from shipyard.cluster import connect
 
     data = project.data
     out = project.corpus_dir
-    inputs = resolve_inputs(project, list(extra_sources))
+    extra = list(extra_sources)
+    if feedback:
+        # Serving writes the batches; the corpus only lists them (pyarrow, no Ray, no TF).
+        from shipyard.serving.feedback_export import feedback_batches
+
+        extra += [path for path in feedback_batches(project) if path not in extra]
+    inputs = resolve_inputs(project, extra)
     files = [sources.fingerprint(src) for src in inputs]
     fingerprint = _fingerprint(data, [f for group in files for f in group])
     if not force:

@@ -105,7 +105,7 @@ def train(
     if corpus is None:
         from shipyard.corpus.prepare import prepare
 
-        corpus = prepare(project).corpus
+        corpus = prepare(project, feedback=True).corpus
     if resume_checkpoint is not None:
         # A resumed run goes on with the model it was trained with, whatever the file says now.
         saved = _read_state(resume_checkpoint.path)

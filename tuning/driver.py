@@ -83,7 +83,7 @@ def sweep(project: Project, *, resume: str | None = None, out=None) -> SweepResu
     name, path = _sweep_folder(project, resume)
     from shipyard.corpus.prepare import prepare
 
-    corpus = prepare(project).corpus
+    corpus = prepare(project, feedback=True).corpus
     check_space(project, corpus)
     base = _base_project(project, corpus)
     if resume:

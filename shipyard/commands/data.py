@@ -57,12 +57,13 @@ def prepare(args: argparse.Namespace) -> int:
     from shipyard.corpus.prepare import format_summary, prepare
 
     project = load(args)
-    extra = list(args.extra)
-    if args.feedback:
-        from shipyard.serving.feedback_export import feedback_batches
-
-        extra += feedback_batches(project)
-    result = prepare(project, force=args.force, extra_sources=extra, announce=_say)
+    result = prepare(
+        project,
+        force=args.force,
+        extra_sources=args.extra,
+        feedback=args.feedback,
+        announce=_say,
+    )
     print(format_summary(result.manifest))
     if result.reused:
         print(f"inputs unchanged: reused the corpus in {result.corpus.path} (--force rebuilds it)")

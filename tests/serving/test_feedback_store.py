@@ -262,3 +262,8 @@ def test_exported_feedback_is_merged_by_data_prepare(ray_local, project_factory,
     labels = {r["text"]: merged.labels[r["label"]] for r in rows}
     assert {t: labels.get(t) for t in new} == dict(zip(new, ["ham", "spam", "ham"], strict=True))
     assert labels[known["text"]] == flipped  # feedback is the newer judgement
+    # `train` and `sweep` prepare with the feedback too: the merged corpus is reused as it is,
+    # not rebuilt without the feedback (their inputs would differ from `data prepare`'s).
+    reused = prepare(project, feedback=True)
+    assert reused.reused and reused.corpus.content_hash == merged.content_hash
+    assert not prepare(project).reused  # without the batches the inputs differ
