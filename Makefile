@@ -61,8 +61,13 @@ test-fast: install
 	$(BIN)/pytest -m "not slow and not multinode"
 
 bench: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y --no-install-recommends wrk; } \
+	  || echo "note: no wrk; bench/serving.py falls back to its Python load generator"
 	$(BIN)/python bench/corpus.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/tuning.py
+	$(BIN)/python bench/serving.py
 
 lint: install
 	$(BIN)/ruff check .

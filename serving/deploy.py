@@ -129,7 +129,15 @@ def build_app(
     champion_arm, champion_app = model("champion", champion)
     challenger_arm, challenger_app = model("challenger", challenger) if challenger else (None, None)
     token = os.environ.get(TOKEN_ENV) or None
-    return Ingress.options(user_config={"challenger_percent": challenger_percent}).bind(
+    # The ingress only awaits the model handles: it must admit every request the model replicas
+    # could be working on at full scale, or Serve's default cap (5 in flight) throttles the whole
+    # service and the proxy retries the rest with backoff.
+    arms = 2 if challenger else 1
+    ingress_ongoing = arms * s.max_replicas * s.max_ongoing_requests
+    return Ingress.options(
+        user_config={"challenger_percent": challenger_percent},
+        max_ongoing_requests=ingress_ongoing,
+    ).bind(
         champion_app,
         champion_arm,
         challenger_app,
