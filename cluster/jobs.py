@@ -47,6 +47,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "sweep": ("sweep",),
     "prepare": ("data", "prepare"),
+    # On a cluster `shipyard serve` deploys and returns (like `serve deploy`): the app outlives
+    # the job, and `shipyard serve status|down --cluster.address ...` reach it from here.
+    "serve": ("serve",),
 }
 # Actions that start Horovod workers: checked against the cluster before submitting.
 TRAINING_ACTIONS = ("train", "sweep")

@@ -12,12 +12,12 @@ def register(sub) -> None:
         "submit",
         help="run a project action or any Horovod script as a Ray job",
         description=(
-            "shipyard submit PROJECT.yaml train|sweep|prepare [--section.field value ...]\n"
+            "shipyard submit PROJECT.yaml train|sweep|prepare|serve [--section.field value ...]\n"
             "shipyard submit --script train.py --workers N [-- script args]"
         ),
     )
     submit.add_argument("project", nargs="?", help="project file (YAML)")
-    submit.add_argument("action", nargs="?", help="train, sweep or prepare")
+    submit.add_argument("action", nargs="?", help="train, sweep, prepare or serve")
     submit.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     submit.add_argument("--script", help="a Horovod script to run unchanged")
     submit.add_argument("--workers", type=int, default=2, help="Horovod ranks for --script")

@@ -258,3 +258,18 @@ def test_excludes_leave_environments_outputs_and_large_files_home(tmp_path):
     assert large == ["data.parquet"]
     assert "/data.parquet" in patterns
     assert {".venv/", ".git/", ".shipyard/", "outputs/", "mlruns/"} <= set(patterns)
+
+
+def test_a_serve_job_runs_shipyard_serve_on_the_cluster(local_cluster, tmp_path, capsys):
+    # Nothing registered yet: the job's `shipyard serve` resolves the champion in the project's
+    # registry on the cluster and fails there with the registry's message, which comes home.
+    (tmp_path / "tiny.yaml").write_text(
+        "name: tiny\ndata:\n  synthetic: {rows: 300, seed: 3}\n", encoding="utf-8"
+    )
+    assert main(["submit", str(tmp_path / "tiny.yaml"), "serve"]) == 1
+    captured = capsys.readouterr()
+    job = jobs.job_status(submitted_id(captured.out))
+    assert job.status == "FAILED"
+    assert job.entrypoint.startswith("shipyard serve tiny.yaml --workdir ")
+    assert "--cluster.address auto" in job.entrypoint
+    assert "model 'tiny' has no" in captured.out + captured.err
