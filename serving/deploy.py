@@ -273,6 +273,8 @@ def format_status(state: dict[str, Any]) -> str:
         lines.append(f"canary     {canary['summary']}")
         if canary.get("decision"):
             lines.append(f"           {canary['decision']}")
+    for i, url in enumerate(state.get("metrics", [])):
+        lines.append(f"{'metrics' if i == 0 else '':<10} {url}  (Prometheus: ray_serve_*)")
     return "\n".join(lines)
 
 
@@ -298,7 +300,20 @@ def status_of(project: Project) -> dict[str, Any]:
             name: sum(n for s, n in d.replica_states.items() if str(s).endswith("RUNNING"))
             for name, d in app.deployments.items()
         }
+    state["metrics"] = _metrics_endpoints()
     return state
+
+
+def _metrics_endpoints() -> list[str]:
+    """Each live node's Prometheus endpoint: Serve's request, latency, queue and replica metrics
+    (`ray_serve_*`) are exported there with the rest of Ray's."""
+    import ray
+
+    return [
+        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("MetricsExportPort")
+    ]
 
 
 def set_traffic(project: Project, challenger_percent: float) -> float:

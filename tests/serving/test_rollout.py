@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import pytest
+import requests
 from conftest import Client
 
 from shipyard.serving import deploy as serving
@@ -80,6 +81,13 @@ def test_traffic_moves_under_load_without_a_failed_request(canary, registered):
     status = serving.status_of(project)
     assert status["challenger_percent"] == 100.0
     assert "challenger" in serving.format_status(status)
+    # The Prometheus endpoint status names exports Serve's own request counters.
+    assert status["metrics"] and status["metrics"][0] in serving.format_status(status)
+    deadline, text = time.monotonic() + 60, ""
+    while "ray_serve_num_http_requests" not in text and time.monotonic() < deadline:
+        text = requests.get(status["metrics"][0], timeout=10).text
+        time.sleep(2)
+    assert "ray_serve_num_http_requests" in text, "no Serve metrics on " + status["metrics"][0]
 
 
 def _feedback(client: Client, arm: str, correct: bool, n: int) -> None:
