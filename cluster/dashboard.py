@@ -15,7 +15,6 @@ resolved pinned instead, so the address shipyard names is the one it talks to.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -24,6 +23,7 @@ from shipyard.cluster.auth import auth_headers
 from shipyard.cluster.network import unreachable
 from shipyard.cluster.preflight import ClusterResources, NodeResources
 from shipyard.errors import UserInputError, first_line
+from shipyard.temporary_env import temporary_env
 from shipyard.verbosity import quiet_ray_logs
 
 if TYPE_CHECKING:
@@ -74,16 +74,8 @@ def job_client(url: str) -> JobSubmissionClient:
 @contextlib.contextmanager
 def _pinned(url: str) -> Iterator[None]:
     """While a Ray client is built: $RAY_API_SERVER_ADDRESS is `url` (it wins over the rest)."""
-    name = "RAY_API_SERVER_ADDRESS"
-    before = os.environ.get(name)
-    os.environ[name] = url
-    try:
+    with temporary_env("RAY_API_SERVER_ADDRESS", url):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def get_json(url: str, path: str) -> dict:

@@ -12,7 +12,6 @@ reason, and the rest of the chain is still shown.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fnmatch
 import json
@@ -26,6 +25,7 @@ from typing import Any
 
 from shipyard.errors import first_line
 from shipyard.project import Project
+from shipyard.temporary_env import temporary_env
 from shipyard.training.mlflow_store import client
 from shipyard.training.model_versions import CHAMPION, RegisteredVersion, resolve
 
@@ -284,24 +284,13 @@ def _logged_manifest(mlc, run_id: str) -> tuple[dict | None, str | None]:
         root = _local(mlc.get_run(run_id).info.artifact_uri)
         if root:
             return _read_json(os.path.join(root, MANIFEST_ARTIFACT))
-        with _no_progress_bar(), tempfile.TemporaryDirectory(prefix="lineage-") as tmp:
+        with (
+            temporary_env("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+            tempfile.TemporaryDirectory(prefix="lineage-") as tmp,
+        ):
             return _read_json(mlc.download_artifacts(run_id, MANIFEST_ARTIFACT, tmp))
     except Exception as exc:  # MLflow raises OSError or MlflowException for an absent artifact
         return None, f"missing ({first_line(exc)})"
-
-
-@contextlib.contextmanager
-def _no_progress_bar():
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _sweep(mlc, run) -> SweepLink | None:

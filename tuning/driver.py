@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ShipyardError, UserInputError, first_line
 from shipyard.project import Project
+from shipyard.temporary_env import temporary_env
 from shipyard.tuning.results import SERVING_METRICS, TrialSummary
 
 if TYPE_CHECKING:
@@ -283,16 +284,8 @@ def _serving_metrics_come_last(t):
     if not any(m in SERVING_METRICS for m, _ in t.goals[1:]) or t.search != "optuna":
         yield
         return
-    key = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
-    before = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
+    with temporary_env("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
 
 
 def _seed(project: Project) -> int:
