@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
-from shipyard.project import load_project, validate_project
+from shipyard.project import Project, load_project, validate_project
 from shipyard.training import train
 from shipyard.training.checkpoint import STATE, read_state
-from shipyard.training.trainer import latest_checkpoint
+from shipyard.training.trainer import TrainResult, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -41,10 +43,39 @@ def tiny_project(tmp_path: Path, **training) -> object:
     return validate_project(doc)
 
 
+@dataclass
+class StoppedRun:
+    workdir: Path
+    project: Project
+    result: TrainResult
+
+    def copy_to(self, folder: Path) -> Path:
+        """A copy of the whole workdir (corpus and runs), for a test that resumes the run."""
+        workdir = folder / "workdir"
+        shutil.copytree(self.workdir, workdir)
+        return workdir
+
+
+@pytest.fixture(scope="module")
+def stopped_run(ray_local, tmp_path_factory) -> StoppedRun:
+    """One 2-worker run of up to 6 epochs that early stopping ends after epoch 2, shared by the
+    early-stopping test and both resume tests (each Horovod run costs ~25 s, most of it start-up).
+
+    An improvement of 10 in val_loss never happens: training stops after `patience` epochs.
+    Tests that resume it work on a copy (`copy_to`): resuming writes into the run folder.
+    """
+    workdir = tmp_path_factory.mktemp("stopped")
+    stop = {"metric": "val_loss", "mode": "min", "patience": 1, "min_delta": 10.0}
+    project = tiny_project(workdir, epochs=6, early_stopping=stop)
+    return StoppedRun(workdir, project, train(project, publish=False))
+
+
 @pytest.mark.slow
 @needs_shared
 def test_sms_spam_two_workers_reaches_the_floor(ray_local, tmp_path):
-    project = load_project(REPO / "examples" / "sms_spam.yaml", [("workdir", str(tmp_path))])
+    # Two of the example's four epochs: 0.977 test accuracy and 0.993 ROC AUC measured here.
+    overrides = [("workdir", str(tmp_path)), ("training.epochs", "2")]
+    project = load_project(REPO / "examples" / "sms_spam.yaml", overrides)
     result = train(project)
     m = result.metrics
     assert m["test_accuracy"] >= 0.95, m
@@ -90,7 +121,7 @@ def _train_workers() -> list[psutil.Process]:
 
 @pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_local, tmp_path):
-    project = tiny_project(tmp_path, epochs=5, checkpoint_every=1, max_failures=1)
+    project = tiny_project(tmp_path, epochs=3, checkpoint_every=1, max_failures=1)
     killed: dict = {}
 
     def kill_after_first_checkpoint():
@@ -113,21 +144,23 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_local, tmp_path):
     killer.join(timeout=5)
     assert "pid" in killed, "no worker was killed: the test did not exercise a failure"
     m = result.metrics
-    assert m["epoch"] == 5
+    assert m["epoch"] == 3
     # The new worker group restored a checkpoint: training went on, it did not start over.
     assert m["resumed_from_epoch"] >= killed["after_epoch"] >= 1
     assert m["test_accuracy"] > 0.7
 
 
 @pytest.mark.slow
-def test_resume_continues_a_stopped_run(ray_local, tmp_path):
-    first = train(tiny_project(tmp_path, epochs=2), publish=False)
+def test_resume_continues_a_stopped_run(stopped_run, tmp_path):
+    first = stopped_run.result
     assert first.metrics["epoch"] == 2
-    more = tiny_project(tmp_path, epochs=3)
+    workdir = stopped_run.copy_to(tmp_path)  # resuming writes into the run folder
+    more = tiny_project(workdir, epochs=3)
     resumed = train(more, resume=first.run_name, corpus=first.corpus, publish=False)
     assert resumed.run_name == first.run_name
     assert resumed.resumed_from_epoch == 2
     assert resumed.metrics["epoch"] == 3 and resumed.metrics["resumed_from_epoch"] == 2
+    assert not resumed.stopped_early  # this run's training section has no early stopping
     # The optimizer's state came back too: its step count goes on from where the first run left
     # it (Adam's moments are restored with it), instead of restarting at 0.
     per_epoch = first.metrics["optimizer_steps"] / 2
@@ -145,7 +178,7 @@ def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
 @pytest.mark.slow
 @pytest.mark.multinode
 def test_spread_places_one_worker_per_node(two_node_cluster, tmp_path):
-    project = tiny_project(tmp_path, epochs=2, placement_strategy="SPREAD")
+    project = tiny_project(tmp_path, epochs=1, placement_strategy="SPREAD")
     result = train(project, publish=False)
     import ray
 
@@ -157,22 +190,22 @@ def test_spread_places_one_worker_per_node(two_node_cluster, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_resume_of_a_finished_run_returns_with_two_workers(ray_local, tmp_path):
+def test_resume_of_a_finished_run_returns_with_two_workers(stopped_run, tmp_path):
     """Resuming a run that already did all its epochs evaluates once more and returns; it used
     to hang: rank 0 skipped the collective evaluation that rank 1 waited in."""
-    first = train(tiny_project(tmp_path, epochs=1), publish=False)
-    again = train(tiny_project(tmp_path, epochs=1), resume=first.run_name, publish=False)
-    assert again.resumed_from_epoch == 1
-    assert again.metrics["epoch"] == 1
+    first = stopped_run.result
+    workdir = stopped_run.copy_to(tmp_path)
+    again = train(
+        tiny_project(workdir, epochs=2), resume=first.run_name, corpus=first.corpus, publish=False
+    )
+    assert again.resumed_from_epoch == 2
+    assert again.metrics["epoch"] == 2
     assert again.metrics["test_count"] == first.corpus.rows("test")
 
 
 @pytest.mark.slow
-def test_early_stopping_stops_every_rank_and_keeps_the_best_epoch(ray_local, tmp_path):
-    # An improvement of 10 in val_loss never happens: training stops after `patience` epochs.
-    stop = {"metric": "val_loss", "mode": "min", "patience": 1, "min_delta": 10.0}
-    project = tiny_project(tmp_path, epochs=6, early_stopping=stop)
-    result = train(project, publish=False)
+def test_early_stopping_stops_every_rank_and_keeps_the_best_epoch(stopped_run):
+    project, result = stopped_run.project, stopped_run.result
     assert result.stopped_early and result.metrics["epoch"] == 2, result.metrics
     assert len(result.history) == 2
     losses = {int(row["epoch"]): row["val_loss"] for row in result.history}
@@ -227,7 +260,10 @@ def test_an_unknown_checkpoint_metric_is_bad_input(ray_local, tmp_path):
 @needs_shared
 def test_linear_two_workers_on_small_sentences_reaches_the_floor(ray_local, tmp_path):
     """The TF-IDF baseline trained with Horovod: IDF counted over both ranks' shards (one
-    allreduce), exported with the statistics inside. Plain Keras measured 0.82-0.83 here."""
+    allreduce), exported with the statistics inside. Plain Keras measured 0.82-0.83 here.
+
+    Five epochs: validation accuracy peaks at epoch 2-4 (0.83) and only drifts down after, so a
+    longer run keeps an earlier epoch's checkpoint anyway (20 epochs scored 0.822 on test)."""
     sentences = SHARED / "sentiment_labelled_sentences"
     doc = {
         "name": "sentences",
@@ -242,7 +278,7 @@ def test_linear_two_workers_on_small_sentences_reaches_the_floor(ray_local, tmp_
             "seed": 7,
         },
         "model": {"kind": "linear"},
-        "training": {"workers": 2, "epochs": 20, "batch_size": 32, "learning_rate": 0.01},
+        "training": {"workers": 2, "epochs": 5, "batch_size": 32, "learning_rate": 0.01},
     }
     project = validate_project(doc)
     result = train(project, publish=False)
