@@ -4,13 +4,13 @@ The failure is real: a learning rate of 3e38 (near float32's largest) overflows 
 within the first epoch and its training loss turns NaN; the training loop itself raises
 "train_loss is nan at epoch 1" on every rank, before that epoch is evaluated or reported. A trial
 whose worker process dies, with no restarts left (`training.max_failures: 0`), fails the same way.
+The diverging trials are those of the grid sweep shared with test_sweep.py (conftest.py).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
-import io
 import os
 import signal
 import threading
@@ -18,9 +18,9 @@ import time
 
 import psutil
 import pytest
+from conftest import DIVERGING_RATE, GRID_EPOCHS
 
 from shipyard import cli
-from shipyard.tuning import format_sweep, sweep
 
 TINY = {
     "data": {"synthetic": {"rows": 800, "seed": 3}, "vocab_size": 600, "sequence_length": 16},
@@ -39,24 +39,30 @@ def tuning(rates: list[float]) -> dict:
 
 
 @pytest.mark.slow
-def test_a_diverging_trial_fails_and_the_sweep_goes_on(ray_local, project_factory, capsys):
-    project = project_factory({**TINY, "name": "fails", "tuning": tuning([0.01, 3e38])})
-    result = sweep(project, out=io.StringIO())
-    summary = format_sweep(result)
-    by_rate = {t.values["training.learning_rate"]: t for t in result.trials}
-    good, bad = by_rate[0.01], by_rate[3e38]
-    assert good.state == "done" and good.epochs == 2, summary
-    assert bad.state == "failed", summary
-    # It failed in its first epoch, raised by the loop itself (not later, in the metrics, with
-    # "Input contains NaN"); its error is the original message's first line, not Ray's traceback
-    # header.
-    assert bad.epochs == 0, bad.history
-    assert "train_loss is nan at epoch 1" in bad.error and "\n" not in bad.error, bad.error
-    assert not bad.error.startswith(("ray::", "Failure", "Traceback")), bad.error
-    assert result.best is good and result.trials[-1] is bad
-    assert "1 done, 0 stopped early, 1 failed" in summary
-    row = next(line for line in summary.splitlines() if bad.trial_id in line)
-    assert f"failed: {bad.error[:60]}" in row, summary
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(grid_sweep, project_factory, capsys):
+    """The shared grid (tests/tuning/conftest.py): at each of two `model.units`, one trial at a
+    sensible learning rate and one at 3e38."""
+    result, summary = grid_sweep.result, grid_sweep.summary
+    good = [t for t in result.trials if t.values["training.learning_rate"] == 0.01]
+    bad = [t for t in result.trials if t.values["training.learning_rate"] == DIVERGING_RATE]
+    assert len(good) == 2 and len(bad) == 2, summary
+    for t in good:
+        assert t.state == "done" and t.epochs == GRID_EPOCHS, summary
+    for t in bad:
+        assert t.state == "failed", summary
+        # It failed in its first epoch, raised by the loop itself (not later, in the metrics,
+        # with "Input contains NaN"); its error is the original message's first line, not Ray's
+        # traceback header.
+        assert t.epochs == 0, t.history
+        assert "train_loss is nan at epoch 1" in t.error and "\n" not in t.error, t.error
+        assert not t.error.startswith(("ray::", "Failure", "Traceback")), t.error
+        row = next(line for line in summary.splitlines() if t.trial_id in line)
+        assert f"failed: {t.error[:60]}" in row, summary
+    # The best is a trial that trained; the failed ones rank last.
+    assert result.best in good and {t.trial_id for t in result.trials[-2:]} == {
+        t.trial_id for t in bad
+    }, summary
+    assert "2 done, 0 stopped early, 2 failed" in summary
 
     # Every trial failing: the sweep fails, `shipyard sweep` exits 1 naming the trials' errors.
     capsys.readouterr()
@@ -66,12 +72,14 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(ray_local, project_factor
     assert "all 2 trials failed" in err and err.count("train_loss is nan at epoch 1") == 2, err
 
 
-def _train_workers() -> list[psutil.Process]:
-    """This session's Horovod worker processes (children of our own raylet, never anyone else's)."""
+def _train_workers(trial_folder: str) -> list[psutil.Process]:
+    """This session's Horovod worker processes (children of our own raylet, never anyone else's)
+    of one trial: Ray Train runs each worker in that trial's working directory, named like the
+    trial's folder."""
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if "RayTrainWorker" in " ".join(proc.cmdline()):
+            if "RayTrainWorker" in " ".join(proc.cmdline()) and trial_folder in proc.cwd():
                 found.append(proc)
         except psutil.Error:
             continue
@@ -82,9 +90,9 @@ def _train_workers() -> list[psutil.Process]:
 def test_a_trial_whose_worker_dies_beyond_max_failures_fails_and_the_sweep_goes_on(
     ray_local, project_factory, capsys
 ):
-    """One trial at a time: the first trial (40 epochs, so it is surely still running) has its
-    worker killed (SIGKILL) once it wrote its first checkpoint; with `training.max_failures: 0`
-    nothing restarts it. The second trial (2 epochs) runs and finishes; the sweep exits 0."""
+    """Two trials at once: the 40-epoch one (so it is surely still running) has its worker killed
+    (SIGKILL) once it wrote its first checkpoint; with `training.max_failures: 0` nothing
+    restarts it. The 2-epoch one runs on and finishes; the sweep exits 0."""
     project = project_factory(
         {
             **TINY,
@@ -94,7 +102,7 @@ def test_a_trial_whose_worker_dies_beyond_max_failures_fails_and_the_sweep_goes_
                 "search": "grid",
                 "scheduler": "fifo",
                 "promote": False,
-                "max_concurrent_trials": 1,
+                "max_concurrent_trials": 2,
                 "search_space": {"training.epochs": {"grid": [40, 2]}},
             },
         }
@@ -104,9 +112,9 @@ def test_a_trial_whose_worker_dies_beyond_max_failures_fails_and_the_sweep_goes_
     def kill_after_first_checkpoint():
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            runs = project.runs_dir
-            if os.path.isdir(runs) and glob.glob(os.path.join(runs, "*", "*", "checkpoint_*")):
-                workers = _train_workers()
+            found = glob.glob(os.path.join(project.runs_dir, "*", "*epochs=40_*", "checkpoint_*"))
+            if found:
+                workers = _train_workers(os.path.basename(os.path.dirname(found[0])))
                 if workers:
                     workers[0].send_signal(signal.SIGKILL)
                     killed["pid"] = workers[0].pid

@@ -1,6 +1,7 @@
 """The searchers and PBT on real sweeps: seeded TPE samples the configs Optuna's own TPE sampler
-gives for the same space and seed; PBT exploits a better trial's checkpoint and the exploiting
-trial goes on from that checkpoint's epoch with the explored learning rate."""
+gives for the same space and seed (in the TPE + ASHA sweep shared with test_sweep.py); PBT
+exploits a better trial's checkpoint and the exploiting trial goes on from that checkpoint's
+epoch with the explored learning rate."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 
 import optuna
 import pytest
+from conftest import TPE_RATES, TPE_SEED, TPE_TRIALS, TPE_UNITS
 
 from shipyard.tuning import sweep
 
@@ -27,44 +29,30 @@ def creation_order(trials):
 
 
 @pytest.mark.slow
-def test_tpe_samples_what_a_seeded_tpe_gives_inside_the_space(ray_local, project_factory):
-    project = project_factory(
-        {
-            **TINY,
-            "name": "tpe",
-            "tuning": {
-                "num_samples": 4,
-                "search": "optuna",
-                "scheduler": "fifo",
-                "seed": 7,
-                "metric": "val_accuracy",
-                "mode": "max",
-                "promote": False,
-                "search_space": {
-                    "model.units": {"randint": [4, 17]},
-                    "training.learning_rate": {"loguniform": [1e-3, 3e-2]},
-                },
-            },
-        }
-    )
-    result = sweep(project, out=io.StringIO())
-    assert len(result.trials) == 4 and result.count("failed") == 0
+def test_tpe_samples_what_a_seeded_tpe_gives_inside_the_space(tpe_asha_sweep):
+    """The shared TPE + ASHA sweep (tests/tuning/conftest.py): `model.units` randint [4, 17],
+    `training.learning_rate` loguniform [5e-4, 5e-2], TPE seed 7, four trials two at once."""
+    result = tpe_asha_sweep.result
+    assert len(result.trials) == TPE_TRIALS and result.count("failed") == 0, tpe_asha_sweep.summary
+    (low_units, high_units), (low_lr, high_lr) = TPE_UNITS, TPE_RATES
     got = [
         (t.values["model.units"], t.values["training.learning_rate"])
         for t in creation_order(result.trials)
     ]
     for units, lr in got:
-        assert isinstance(units, int) and 4 <= units <= 16, got
-        assert 1e-3 <= lr <= 3e-2, got
-    assert len(set(got)) == 4, got
+        assert isinstance(units, int) and low_units <= units < high_units, got
+        assert low_lr <= lr <= high_lr, got
+    assert len(set(got)) == TPE_TRIALS, got
     # The same space and seed, straight through Optuna: the same configs in the same order.
-    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.TPESampler(seed=7))
+    study = optuna.create_study(
+        directions=["maximize"], sampler=optuna.samplers.TPESampler(seed=TPE_SEED)
+    )
     space = {
-        "units": optuna.distributions.IntDistribution(4, 16),
-        "lr": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True),
+        "units": optuna.distributions.IntDistribution(low_units, high_units - 1),
+        "lr": optuna.distributions.FloatDistribution(low_lr, high_lr, log=True),
     }
     expected = []
-    for _ in range(4):
+    for _ in range(TPE_TRIALS):
         params = study.ask(space).params
         expected.append((params["units"], params["lr"]))
     assert [u for u, _ in got] == [u for u, _ in expected], (got, expected)

@@ -1,56 +1,39 @@
-"""Real sweeps: Ray Tune over 1-worker Horovod trials, two at once on 2 CPUs, tiny LSTMs."""
+"""Real sweeps: Ray Tune over 1-worker Horovod trials, two at once on 2 CPUs, tiny LSTMs (the
+sweeps themselves are shared with other tests: tests/tuning/conftest.py)."""
 
 from __future__ import annotations
 
 import csv
-import io
 import os
 
 import pytest
+from conftest import (
+    ASHA_EPOCHS,
+    DIVERGING_RATE,
+    GRID_EPOCHS,
+    GRID_RATES,
+    GRID_UNITS,
+    TPE_TRIALS,
+)
 
 from shipyard.training.mlflow_store import client
 from shipyard.training.model_versions import get_alias
-from shipyard.tuning import format_sweep, sweep
-
-TINY = {
-    "data": {"synthetic": {"rows": 1500, "seed": 3}, "vocab_size": 1000, "sequence_length": 16},
-    "model": {"kind": "lstm_classifier", "embedding_dim": 8, "units": 8},
-    "training": {"workers": 1, "epochs": 3, "batch_size": 32, "learning_rate": 0.005},
-}
 
 
 @pytest.mark.slow
-def test_asha_sweep_stops_trials_ranks_tracks_and_promotes(ray_local, project_factory):
-    project = project_factory(
-        {
-            **TINY,
-            "name": "asha",
-            "tuning": {
-                "num_samples": 4,
-                "search": "random",
-                "scheduler": "asha",
-                "metric": "val_accuracy",
-                "mode": "max",
-                "search_space": {
-                    "training.learning_rate": {"loguniform": [5e-4, 5e-2]},
-                    "model.units": {"choice": [4, 8, 16]},
-                },
-            },
-        }
-    )
-    out = io.StringIO()
-    result = sweep(project, out=out)
-    summary = format_sweep(result)
+def test_asha_sweep_stops_trials_ranks_tracks_and_promotes(tpe_asha_sweep):
+    """The shared TPE + ASHA sweep (tests/tuning/conftest.py): four trials of up to 3 epochs."""
+    project, result, summary = tpe_asha_sweep.project, tpe_asha_sweep.result, tpe_asha_sweep.summary
     assert result.concurrency == 2  # two 1-worker trials fit on 2 CPUs
-    assert len(result.trials) == 4 and result.count("failed") == 0
+    assert len(result.trials) == TPE_TRIALS and result.count("failed") == 0, summary
     # ASHA stopped at least one trial before max_t, seen in the trials' epoch counts.
     epochs = sorted(t.epochs for t in result.trials)
-    assert epochs[0] < 3 and epochs[-1] == 3, epochs
-    assert result.count("stopped") == sum(e < 3 for e in epochs)
+    assert epochs[0] < ASHA_EPOCHS and epochs[-1] == ASHA_EPOCHS, epochs
+    assert result.count("stopped") == sum(e < ASHA_EPOCHS for e in epochs)
     # Ranked best first by the sweep's metric.
     scores = [t.score("val_accuracy") for t in result.trials]
     assert scores == sorted(scores, reverse=True)
-    lines = out.getvalue().splitlines()
+    lines = tpe_asha_sweep.progress.splitlines()
     assert len(lines) >= 3 and "best val_accuracy" in lines[-1] and "0 running" in lines[-1]
     with open(result.csv, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -78,27 +61,18 @@ def test_asha_sweep_stops_trials_ranks_tracks_and_promotes(ray_local, project_fa
 
 
 @pytest.mark.slow
-def test_grid_tries_every_combination(ray_local, project_factory):
-    project = project_factory(
-        {
-            **TINY,
-            "name": "grid",
-            "training": {**TINY["training"], "epochs": 1},
-            "tuning": {
-                "search": "grid",
-                "scheduler": "fifo",
-                "promote": False,
-                "search_space": {
-                    "model.units": {"grid": [4, 8]},
-                    "training.learning_rate": {"choice": [0.01, 0.02]},
-                },
-            },
-        }
-    )
-    result = sweep(project, out=io.StringIO())
+def test_grid_tries_every_combination(grid_sweep):
+    """The shared grid (tests/tuning/conftest.py): a `grid` and a `choice` dimension, 2 values
+    each, so the four trials prove both are enumerated and crossed."""
+    result = grid_sweep.result
     combos = sorted(
         (t.values["model.units"], t.values["training.learning_rate"]) for t in result.trials
     )
-    assert combos == [(4, 0.01), (4, 0.02), (8, 0.01), (8, 0.02)]
-    assert all(t.state == "done" and t.epochs == 1 for t in result.trials)
+    assert combos == [(u, r) for u in GRID_UNITS for r in sorted(GRID_RATES)], grid_sweep.summary
+    # Every combination ran to its end: the sensible rate for all its epochs, the diverging one
+    # failed (test_failures.py checks how).
+    for t in result.trials:
+        diverging = t.values["training.learning_rate"] == DIVERGING_RATE
+        expected = ("failed", 0) if diverging else ("done", GRID_EPOCHS)
+        assert (t.state, t.epochs) == expected, grid_sweep.summary
     assert result.published is None
