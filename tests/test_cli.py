@@ -83,11 +83,14 @@ def test_commands_without_a_project_refuse_overrides(state_dir, capsys, argv, co
 def test_submit_offers_only_actions_that_exist(tmp_path, state_dir, capsys):
     project = tmp_path / "p.yaml"
     project.write_text(yaml.safe_dump({"name": "t", "data": {"synthetic": {"rows": 10}}}))
-    assert main(["submit", str(project), "serve"]) == 2
-    assert "action: must be one of train, sweep, prepare (got 'serve')" in capsys.readouterr().err
+    assert main(["submit", str(project), "deploy"]) == 2
+    assert (
+        "action: must be one of train, sweep, prepare, serve (got 'deploy')"
+        in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):
         main(["submit", "--help"])
-    assert "train, sweep or prepare" in capsys.readouterr().out
+    assert "train, sweep, prepare or serve" in capsys.readouterr().out
     # Every action the job can run is a command of this CLI.
     from shipyard.cli import build_parser
     from shipyard.cluster.jobs import ACTIONS
