@@ -35,6 +35,14 @@ def _prepare(project_file, verbose: bool) -> subprocess.CompletedProcess:
     )
 
 
+def _without_teardown_race(stderr: str) -> str:
+    """Ray's GCS sometimes logs, while the embedded cluster shuts down after the work is done,
+    that an already-exiting actor's KillActor RPC found its socket closed (seen once in CI, at
+    exit, after the corpus was written). That engine race is the only line let through."""
+    race = ("gcs_actor_scheduler.cc", "Failed to kill actor", "Socket closed")
+    return "\n".join(line for line in stderr.splitlines() if not all(part in line for part in race))
+
+
 @pytest.mark.slow
 def test_prepare_prints_what_a_person_needs(project_factory):
     project = project_factory(
@@ -51,7 +59,7 @@ def test_prepare_prints_what_a_person_needs(project_factory):
     assert lines[1].startswith("corpus printed  content ")
     assert lines[-1] == f"corpus written to {os.path.abspath(project.corpus_dir)}"
     assert "INFO" not in done.stdout + done.stderr and "WARNING" not in done.stderr, done.stderr
-    assert not done.stderr.strip(), done.stderr
+    assert not _without_teardown_race(done.stderr).strip(), done.stderr
 
     # Verbose: Ray Data speaks again (here, without a terminal, its notice about the bars).
     loud = _prepare(project.source_file, verbose=True)
