@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "data",
     "train",
     "sweep",
+    "estimate",
     "cluster",
     "jobs",
     "models",
