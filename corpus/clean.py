@@ -274,6 +274,8 @@ def dedup_block(block: pa.Table, has_split: bool) -> pa.Table:
     layout: the evaluation split first when the source ships splits (a text in both train and
     test stays in test), then a feedback row over a source row (its label is the newer
     judgement), then the smallest label and text. `copies` becomes the number of rows merged.
+    With feedback rows, `contradicts` marks a kept row whose key also has a source row with
+    another label: feedback that disagrees with the corpus, which `prepare` counts and reports.
     """
     if block.num_rows == 0:
         return block
@@ -297,4 +299,25 @@ def dedup_block(block: pa.Table, has_split: bool) -> pa.Table:
     copies = np.add.reduceat(work["copies"].to_numpy(), starts)
     kept = work.take(pa.array(starts))
     kept = kept.set_column(kept.schema.get_field_index("copies"), "copies", pa.array(copies))
+    if "extra" in work.column_names:
+        kept = kept.append_column("contradicts", _contradictions(work, starts))
     return kept.drop_columns(["_rank"]) if has_split else kept
+
+
+def _contradictions(work: pa.Table, starts: np.ndarray) -> pa.Array:
+    """Per key group (rows sorted by key, groups beginning at `starts`): does a feedback row's
+    label differ from a source row's? Only groups holding both kinds are looked at (feedback is
+    small), one Python comparison each."""
+    extra = work["extra"].to_numpy(zero_copy_only=False).astype(np.int64)
+    sizes = np.diff(np.append(starts, len(extra)))
+    n_extra = np.add.reduceat(extra, starts)
+    out = np.zeros(len(starts), dtype=bool)
+    mixed = np.flatnonzero((n_extra > 0) & (n_extra < sizes))
+    if len(mixed):
+        labels = work["label"].to_pylist()
+        for g in mixed:
+            lo, hi = starts[g], starts[g] + sizes[g]
+            fed = {labels[i] for i in range(lo, hi) if extra[i]}
+            source = {labels[i] for i in range(lo, hi) if not extra[i]}
+            out[g] = bool(fed - source or source - fed)
+    return pa.array(out)

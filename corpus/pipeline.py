@@ -117,7 +117,12 @@ def run(
         for ds in extra_rows:
             ds.set_name("count-extra-rows")
         read = sum(ds.count() for ds in extra_rows)
-        manifest["counts"]["extra_rows"] = {"read": read, "kept": profile["extra_kept"]}
+        manifest["counts"]["extra_rows"] = {
+            "read": read,
+            "kept": profile["extra_kept"],
+            # feedback whose text (or row) the source also has, with another label
+            "contradicting": profile["contradicts"],
+        }
 
     needed = ["text"] if data.kind == "text" else [*opts.numeric, *opts.categorical]
     train = deduped.usable("label", "u", "split", *needed).map_batches(

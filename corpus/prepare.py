@@ -40,7 +40,7 @@ from shipyard.project import DataConfig, Project
 
 __all__ = ["PIPELINE_VERSION", "PrepareResult", "format_summary", "prepare"]
 
-PIPELINE_VERSION = 3  # part of the fingerprint: corpora built by older code are rebuilt
+PIPELINE_VERSION = 4  # part of the fingerprint: corpora built by older code are rebuilt
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The profile: one pass over the deduplicated rows that yields every count the manifest reports.
 
 Each batch emits a small table of partial aggregates per (status, label, split) group — rows,
-copies merged by dedup, feedback rows kept, the content digest and the histogram of split draws —
-and only those reach the driver, which merges them. Rows dropped by cleaning are still present
-here (one row per reason, its `copies` the count), so the same pass counts what was read and why
-rows were dropped.
+copies merged by dedup, feedback rows kept and those contradicting a source label, the content
+digest and the histogram of split draws — and only those reach the driver, which merges them.
+Rows dropped by cleaning are still present here (one row per reason, its `copies` the count), so
+the same pass counts what was read and why rows were dropped.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pyarrow.compute as pc
 from shipyard.corpus import clean, split
 
 # What the profile pass reads (those present): everything but the text, key and features.
-PROFILE_COLUMNS = ("status", "label", "split", "copies", "rowhash", "extra", "u")
+PROFILE_COLUMNS = ("status", "label", "split", "copies", "rowhash", "extra", "contradicts", "u")
 
 
 def profile_batch(batch: pa.Table, draw: bool) -> pa.Table:
-    """Per (status, label, split) group of a batch: rows, copies, feedback rows kept, the content
-    digest, and the histogram of split draws."""
+    """Per (status, label, split) group of a batch: rows, copies, feedback rows kept (and how
+    many contradict a source row's label), the content digest, and the histogram of split draws."""
     n = batch.num_rows
     status = batch["status"] if "status" in batch.column_names else pa.array([clean.OK] * n)
     parts = [status, batch["label"]]
@@ -46,6 +46,9 @@ def profile_batch(batch: pa.Table, draw: bool) -> pa.Table:
     extra = np.zeros(k, dtype=np.int64)
     if "extra" in batch.column_names:
         np.add.at(extra, codes, batch["extra"].to_numpy().astype(np.int64))
+    contradicts = np.zeros(k, dtype=np.int64)
+    if "contradicts" in batch.column_names:
+        np.add.at(contradicts, codes, batch["contradicts"].to_numpy().astype(np.int64))
     hists: list[list[int] | None] = [None] * k
     if draw:
         bins = split.bins_of(batch["u"].to_numpy())
@@ -66,6 +69,7 @@ def profile_batch(batch: pa.Table, draw: bool) -> pa.Table:
             "rows": rows,
             "copies": copies,
             "extra_kept": extra,
+            "contradicts": contradicts,
             "digest": pa.array(digest, pa.uint64()),
             "hist": pa.array(hists, pa.list_(pa.int64())),
         }
@@ -83,6 +87,7 @@ def profile_of(ds, draw: bool) -> dict:
         "histograms": {},
         "digests": {},
         "extra_kept": 0,
+        "contradicts": 0,
     }
     partial = ds.map_batches(profile_batch, fn_args=(draw,), batch_format="pyarrow")
     partial.set_name("profile")  # what its progress bar says
@@ -95,6 +100,7 @@ def profile_of(ds, draw: bool) -> dict:
             label, name = row["label"], row["split"] or ""
             out["kept"] += row["rows"]
             out["extra_kept"] += row["extra_kept"]
+            out["contradicts"] += row["contradicts"]
             out["labels"].add(label)
             per_label = out["split_labels"].setdefault(name, {})
             per_label[label] = per_label.get(label, 0) + row["rows"]

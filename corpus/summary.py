@@ -32,6 +32,11 @@ def format_summary(manifest: dict) -> str:
     if "extra_rows" in counts:
         extra = counts["extra_rows"]
         lines.append(f"  of them extra rows  {extra['read']:>10,}  ({extra['kept']:,} kept)")
+        if extra.get("contradicting"):
+            lines.append(
+                f"  contradicting       {extra['contradicting']:>10,}  (feedback gives a source"
+                " row another label)"
+            )
     for reason, n in sorted(counts["dropped"].items()):
         lines.append(f"  dropped ({reason + ')':<10} {n:>10,}")
     lines.append(f"  exact duplicates    {counts['exact_duplicates']:>10,}")

@@ -73,7 +73,9 @@ def test_shards_encode_chinese_with_few_unknowns(sib):
 
 def test_feedback_rows_join_train_and_are_counted(sib, tmp_path):
     project, first = sib
-    test_texts = read_split(first.corpus, "test")["text"].to_pylist()
+    test_split = read_split(first.corpus, "test")
+    test_texts = test_split["text"].to_pylist()
+    disagrees = int(first.corpus.labels[test_split["label"][0].as_py()] != "travel")
     feedback = tmp_path / "feedback.parquet"
     rows = [
         {"text": "今天的足球比赛非常精彩。", "label": "sports"},
@@ -85,7 +87,7 @@ def test_feedback_rows_join_train_and_are_counted(sib, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), feedback)
     result = prepare(project, extra_sources=[str(feedback)])
     manifest = result.manifest
-    assert manifest["counts"]["extra_rows"] == {"read": 5, "kept": 2}
+    assert manifest["counts"]["extra_rows"] == {"read": 5, "kept": 2, "contradicting": disagrees}
     (extra,) = manifest["extra_sources"]
     assert extra["path"] == str(feedback) and len(extra["sha256"]) == 64
     assert manifest["splits"]["train"]["rows"] == first.manifest["splits"]["train"]["rows"] + 2

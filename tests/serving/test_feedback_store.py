@@ -246,10 +246,12 @@ def test_exported_feedback_is_merged_by_data_prepare(ray_local, project_factory,
     assert export_feedback(project).rows == 4
 
     assert main(["data", "prepare", project.source_file]) == 0
-    assert "of them extra rows           4  (4 kept)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "of them extra rows           4  (4 kept)" in printed
+    assert "contradicting                1  (feedback gives a source row another label)" in printed
     merged = PreparedCorpus.load(project.corpus_dir)
     counts, before = merged.manifest["counts"], first.manifest["counts"]
-    assert counts["extra_rows"] == {"read": 4, "kept": 4}
+    assert counts["extra_rows"] == {"read": 4, "kept": 4, "contradicting": 1}
     assert counts["read"] == before["read"] + 4
     assert counts["kept"] == before["kept"] + 3  # the disagreeing row replaced its source row
     assert counts["exact_duplicates"] == before["exact_duplicates"] + 1
