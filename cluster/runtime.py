@@ -59,11 +59,14 @@ def connect(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     log_to_driver: bool = True,
+    dashboard_port: int | None = None,
 ) -> dict:
     """Start an embedded Ray (no address, no RAY_ADDRESS) or join the cluster at `address`.
 
     Returns Ray's view of the cluster's resources. Idempotent: when Ray is already initialized in
     this process (a test's `ray.init(num_cpus=2)`, a Ray job's driver), it is reused as is.
+    `dashboard_port`: an embedded cluster also runs Ray's dashboard, on 127.0.0.1 at that port
+    (off by default: one more process competing for the CPUs); a joined cluster has its own.
     """
     import ray
 
@@ -95,7 +98,9 @@ def connect(
             address="local",
             num_cpus=num_cpus,
             num_gpus=num_gpus,
-            include_dashboard=False,
+            include_dashboard=dashboard_port is not None,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dashboard_port,
             runtime_env=runtime_env,
             log_to_driver=log_to_driver,
             logging_level=logging.WARNING,

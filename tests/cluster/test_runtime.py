@@ -81,3 +81,24 @@ def test_importing_the_cluster_package_changes_no_environment():
     changed, v2 = json.loads(done.stdout.strip().splitlines()[-1])
     assert changed == []  # importing selects nothing ...
     assert v2 == "0"  # ... the explicit call does
+
+
+def test_an_embedded_cluster_runs_the_dashboard_only_when_asked(monkeypatch):
+    """Off by default (one process fewer on a small machine); `dashboard_port` starts it on
+    loopback, where its page answers (its API wants Ray's token, the page asks for it)."""
+    import urllib.request
+
+    import ray
+
+    from shipyard.cluster.network import free_ports
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    (port,) = free_ports(1)
+    runtime.connect(num_cpus=1, log_to_driver=False, dashboard_port=port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200 and b"<html" in page.read()
+    finally:
+        ray.shutdown()
