@@ -49,8 +49,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/shipyard doctor
 	touch $@
 
-demo: install
-	$(BIN)/shipyard train examples/demo.yaml
+# The whole life on an embedded Ray in a fresh .shipyard-demo/<time> (shipyard/demo.py). It needs
+# the venv only, not the playground test's Chromium.
+demo: $(STAMP)
+	$(BIN)/shipyard demo examples/demo.yaml
 
 test: install
 	$(BIN)/ruff check .
@@ -83,4 +85,4 @@ docs: install
 	$(BIN)/python -m shipyard.reference_doc README.md
 
 clean:
-	rm -rf .shipyard outputs .pytest_cache .ruff_cache
+	rm -rf .shipyard .shipyard-demo outputs .pytest_cache .ruff_cache

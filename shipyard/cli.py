@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "models",
     "serve",
     "feedback",
+    "demo",
 )
 TOP_LEVEL_FIELDS = ("workdir",)  # project fields outside any section that take --field value
 
