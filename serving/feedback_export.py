@@ -141,6 +141,26 @@ def _label_values(project: Project) -> dict[str, str] | None:
     return {label: label for label in corpus.labels}
 
 
+def check_batch_labels(project: Project, paths: list[str]) -> None:
+    """Refuse a batch holding a label the corpus does not have (one written for another corpus,
+    or edited by hand): merged, it would add a class instead of correcting one."""
+    labels = _label_values(project)
+    if labels is None:
+        return
+    known = ", ".join(sorted(k for k in labels if "|" not in k))
+    for path in paths:
+        try:
+            found = set(pq.read_table(path, columns=["label"])["label"].to_pylist())
+        except (OSError, KeyError, ValueError) as exc:  # ArrowInvalid is a ValueError
+            raise UserInputError(f"{path}: cannot read its 'label' column ({exc})") from None
+        unknown = sorted(str(v) for v in found if v not in labels)
+        if unknown:
+            raise UserInputError(
+                f"{path}: label {unknown[0]!r} is not a label of corpus {project.name} (known:"
+                f" {known}); fix or remove this batch before retraining"
+            )
+
+
 def _check(project: Project, record: FeedbackRecord, path: Path, labels: dict | None) -> None:
     if labels is not None and record.label not in labels:
         known = ", ".join(sorted(k for k in labels if "|" not in k))

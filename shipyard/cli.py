@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "train",
     "sweep",
     "estimate",
+    "retrain",
     "cluster",
     "jobs",
     "models",

@@ -413,6 +413,24 @@ class ServingConfig(Section):
         return self
 
 
+class PromotionConfig(Section):
+    """`shipyard retrain`: when a retrained model earns the `challenger` alias.
+
+    Both the new version and the current champion are scored on the champion's own test split;
+    the new one is aliased only when `metric` improves by at least `min_improvement` (an absolute
+    difference: 0.005 is half a point of accuracy). Lower is better for `loss`, higher otherwise.
+    """
+
+    metric: Literal["accuracy", "f1", "macro_f1", "roc_auc", "precision", "recall", "loss"] = (
+        "accuracy"
+    )
+    min_improvement: float = Field(0.0, ge=0)
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        return "min" if self.metric == "loss" else "max"
+
+
 class NodeType(Section):
     instance_type: str | None = None
     cpus: int = Field(8, ge=1)
@@ -446,6 +464,7 @@ class Project(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

@@ -91,7 +91,7 @@ class RunLink:
     workers: int | None = None
     cpus_per_worker: float | None = None
     use_gpu: bool | None = None
-    nodes: list[str] | None = None  # not logged by run_logging today: None
+    nodes: list[str] | None = None  # the Ray node id of each rank (tag `worker_nodes`)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)  # the run's own tags (mlflow.* dropped)
     missing: str | None = None  # why the run could not be read
@@ -172,7 +172,7 @@ def lineage(project: Project, ref: str = DEFAULT_REF) -> Lineage:
         tracking_uri=version.tracking_uri,
         export_source=version.source,
         tags=dict(version.tags),
-        corpus=_corpus(mlc, version),
+        corpus=corpus_of(mlc, version),
         run=run,
         sweep=_sweep(mlc, data) if data is not None else None,
         metrics=dict(data.data.metrics) if data is not None else {},
@@ -201,13 +201,16 @@ def _run(mlc, version: RegisteredVersion):
         workers=_int(params.get("training.workers")),
         cpus_per_worker=_float(params.get("training.cpus_per_worker")),
         use_gpu=_bool(params.get("training.use_gpu")),
+        nodes=_nodes(tags.get("worker_nodes")),
         params=dict(sorted(params.items())),
         tags={k: v for k, v in sorted(tags.items()) if not k.startswith("mlflow.")},
     )
     return link, found
 
 
-def _corpus(mlc, version: RegisteredVersion) -> CorpusLink:
+def corpus_of(mlc, version: RegisteredVersion) -> CorpusLink:
+    """The corpus a version was trained on, as its manifest (or the run's copy of it) records
+    it; `retrain` reads it too, to tell which feedback batches the version already learned from."""
     tags = version.tags
     link = CorpusLink(tags.get("corpus_content_hash"), tags.get("corpus_manifest"))
     manifest = None
@@ -466,7 +469,7 @@ def format_lineage(lin: Lineage) -> str:
                 ("run", f"{r.run_id}  {r.name or ''} ({r.status}, {r.started or '?'})"),
                 ("commit", f"{r.source_commit or 'not recorded'}{dirty.get(r.source_dirty, '')}"),
                 ("workers", scale),
-                ("nodes", ", ".join(r.nodes) if r.nodes else "not recorded by the run"),
+                ("nodes", _describe_nodes(r.nodes)),
                 ("checkpoint", _checkpoint(r.tags)),
             ]
         )
@@ -510,6 +513,28 @@ def format_lineage(lin: Lineage) -> str:
     out += ["", "serving"]
     out += _rows([("now", lin.serving.summary)])
     return "\n".join(out)
+
+
+def _nodes(tag: str | None) -> list[str] | None:
+    try:
+        nodes = json.loads(tag) if tag else None
+    except ValueError:
+        return None
+    return [str(n) for n in nodes] if isinstance(nodes, list) else None
+
+
+def _describe_nodes(nodes: list[str] | None) -> str:
+    """ "2 nodes: 3f9a1c2b0d4e (ranks 0, 2), 77b0e1aa9c3d (ranks 1, 3)"."""
+    if not nodes:
+        return "not recorded by the run"
+    ranks: dict[str, list[int]] = {}
+    for rank, node in enumerate(nodes):
+        ranks.setdefault(node, []).append(rank)
+    parts = [
+        f"{node[:12]} (rank{'s' * (len(r) > 1)} {', '.join(map(str, r))})"
+        for node, r in ranks.items()
+    ]
+    return f"{len(ranks)} node{'s' * (len(ranks) != 1)}: {', '.join(parts)}"
 
 
 def _rows(rows: list[tuple[str, str]], width: int = 11) -> list[str]:

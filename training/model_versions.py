@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from shipyard.training.run_logging import LoggedRun
 
 CHAMPION = "champion"
-ALIASES = (CHAMPION, "challenger")
+CHALLENGER = "challenger"  # what a sweep or a retrain that beat the champion is aliased
+ALIASES = (CHAMPION, CHALLENGER)
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 

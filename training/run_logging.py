@@ -135,8 +135,22 @@ def lineage_tags(result: TrainResult, state: CheckpointState, source: SourceComm
         "checkpoint_epoch": str(state.epoch),
         "best_epoch": str(best) if best else "",
         "model_kind": str(state.model.get("kind", "")),
+        "worker_nodes": _worker_nodes(getattr(result, "metrics", {}).get("worker_nodes")),
     }
     return {k: v for k, v in tags.items() if v}
+
+
+def _worker_nodes(reported) -> str:
+    """The Ray node id of each rank, as the loop reports it (a JSON list); only the distinct
+    ones when a large run's list would pass MLflow's tag limit."""
+    if not isinstance(reported, str) or not reported:
+        return ""
+    if len(reported) <= 5000:
+        return reported
+    try:
+        return json.dumps(sorted(set(json.loads(reported))))[:5000]
+    except ValueError:
+        return ""
 
 
 def run_metrics(result: TrainResult, export: ExportResult) -> dict[tuple[str, int], tuple]:

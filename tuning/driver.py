@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SWEEP_FILE = "shipyard_sweep.json"
-CHALLENGER = "challenger"
 
 
 @dataclass
@@ -395,9 +394,7 @@ def promote(project: Project, corpus, best: TrialSummary, sweep_name: str):
     """Export and register the best trial (its own config, from its checkpoint), alias it
     `challenger`, and score it and the champion on the same test split."""
     from shipyard.training.evaluate import evaluate
-    from shipyard.training.model_versions import CHAMPION, list_versions, set_alias
-    from shipyard.training.publish import publish
-    from shipyard.training.trainer import TrainResult
+    from shipyard.training.model_versions import CHALLENGER, CHAMPION, list_versions, set_alias
 
     had_versions = bool(list_versions(project))
     champion = None
@@ -408,10 +405,7 @@ def promote(project: Project, corpus, best: TrialSummary, sweep_name: str):
             champion = get_alias(project, CHAMPION)
         except UserInputError:
             champion = None
-    run_name = f"{sweep_name}-{best.trial_id}"
-    result = TrainResult.from_result(best.result, run_name=run_name, corpus=corpus)
-    trial_project = project.with_overrides(best.values)
-    published = publish(trial_project, result)
+    published = publish_trial(project, corpus, best, sweep_name)
     version = published.version
     set_alias(project, CHALLENGER, version.version)
     if CHALLENGER not in version.aliases:
@@ -428,6 +422,17 @@ def promote(project: Project, corpus, best: TrialSummary, sweep_name: str):
             f"{champion.name}:{champion.version}", project, split="test"
         )
     return published, comparison
+
+
+def publish_trial(project: Project, corpus, best: TrialSummary, sweep_name: str) -> Published:
+    """Export and register a trial's best checkpoint with the trial's own config (no alias
+    beyond the first-version policy): what `promote` and `shipyard retrain --sweep` build on."""
+    from shipyard.training.publish import publish
+    from shipyard.training.trainer import TrainResult
+
+    run_name = f"{sweep_name}-{best.trial_id}"
+    result = TrainResult.from_result(best.result, run_name=run_name, corpus=corpus)
+    return publish(project.with_overrides(best.values), result)
 
 
 def format_sweep(result: SweepResult) -> str:
