@@ -54,7 +54,10 @@ MAX_REPLICAS = 2
 REPLICA_CPUS = 0.5
 FEEDBACK_ROWS = 128  # labelled answers posted to /v1/feedback: the rows retraining merges
 PREDICT_EXAMPLES = 4
-LOAD_CLIENTS = 8
+# Enough requests in flight to ask for a second replica (target 1 ongoing request each), light
+# enough that the new replica still gets the CPU to start.
+LOAD_CLIENTS = 4
+LOAD_TEXTS = 8
 SCALE_UP_TIMEOUT_S = 90.0
 HTTP_TIMEOUT_S = 60.0
 
@@ -348,7 +351,7 @@ class _Demo:
             ("predict, explain, feedback", "HTTP to the Serve app", self.http),
             ("autoscale", "HTTP load until Serve adds a replica", self.autoscale),
             ("feedback export", "the replicas' JSON lines -> one Parquet batch", self.export),
-            ("retrain", "feedback merged, 2 Horovod workers, while the service runs", self.retrain),
+            ("retrain", self._where_retrain, self.retrain),
             ("versions", "the MLflow registry in the workdir", self.versions),
             ("lineage", "the served version, read back from the registry", self.lineage),
         ]
@@ -447,6 +450,12 @@ class _Demo:
             f"Ray Tune: {t.num_samples} trials ({t.search} search, {t.scheduler} scheduler),"
             f" {t.max_concurrent_trials} at once, each {self.project.training.workers} Horovod"
             " workers"
+        )
+
+    def _where_retrain(self) -> str:
+        return (
+            f"the feedback merged into the corpus, {self.project.training.workers} Horovod"
+            " workers again, while the service keeps serving"
         )
 
     def _where_serving(self) -> str:
@@ -598,7 +607,7 @@ class _Demo:
         before = replicas()
         stop = threading.Event()
         sent, failed, seconds = [0], [0], []
-        body = {"inputs": self.texts[:32]}
+        body = {"inputs": self.texts[:LOAD_TEXTS]}
         lock = threading.Lock()
 
         def load() -> None:
@@ -630,7 +639,7 @@ class _Demo:
         waited = time.monotonic() - started
         p50 = sorted(seconds)[len(seconds) // 2] * 1000 if seconds else float("nan")
         self.say(
-            f"{LOAD_CLIENTS} clients x 32 texts: {sent[0]} requests in {waited:.0f} s,"
+            f"{LOAD_CLIENTS} clients x {LOAD_TEXTS} texts: {sent[0]} requests in {waited:.0f} s,"
             f" {failed[0]} failed, median {p50:.0f} ms"
         )
         if now > before:
@@ -657,7 +666,7 @@ class _Demo:
             return "not available yet"
         from shipyard.training.retrain import retrain
 
-        result = retrain(self.project)
+        result = retrain(self.project, announce=self.say)
         for line in result.describe():
             self.say(line)
         self.retrained = result.version
