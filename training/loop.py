@@ -228,6 +228,23 @@ def train_loop_per_worker(config: dict) -> None:
         reporter.on_epoch_end(tcfg.epochs - 1, {})
         leave_together()
         return
+    if "profile" in config:
+        # `shipyard estimate`: this very set-up, timed for a few steps and one epoch's end
+        # instead of trained (shipyard.training.estimate_loop).
+        from shipyard.training.estimate_loop import profile_worker
+
+        profile_worker(
+            config["profile"],
+            model=model,
+            data=train_data(),
+            callbacks=[c for c in callbacks if c is not reporter],
+            eval_batches=eval_batches,
+            splits=splits,
+            reporter=reporter,
+            dense_gradients=_sparse_as_dense(tcfg.sparse_as_dense, model),
+        )
+        leave_together()
+        return
     try:
         model.fit(
             train_data(),
@@ -485,10 +502,10 @@ class Reporter(tf.keras.callbacks.Callback):
             if split in self.splits:
                 out.update(self._evaluate(split, prefixes[split], confusion=True))
         if self.hvd.rank() == 0:
-            out.update(self._serving_cost())
+            out.update(self.serving_cost())
         return out
 
-    def _serving_cost(self) -> dict:
+    def serving_cost(self) -> dict:
         """Size of the kept model and the median latency of one single-row prediction through a
         compiled function (how serving calls it), on one real row of an evaluation split. On
         `cpus_per_worker: 1` that is one CPU thread. Rank 0 only: it reads a split no other

@@ -133,12 +133,14 @@ def build_trainer(
     resume_from: Checkpoint | None = None,
     datasets: dict | None = None,
     storage_path: str | None = None,
+    loop_config: dict | None = None,
 ) -> HorovodTrainer:
     """The project's `HorovodTrainer`, configured and not fitted.
 
     Workers receive the corpus by path and content hash (the manifest, vocabulary included, stays
     out of `train_loop_config`: that dict is what Ray prints, what Tune copies into every trial
     and what trackers log). `datasets` lets a sweep read the shards once for all its trials.
+    `loop_config` adds entries to the loop's config (`shipyard estimate`'s `profile`).
     """
     from shipyard.training.ray_train_v1 import new_horovod_trainer, select_v1
 
@@ -164,6 +166,7 @@ def build_trainer(
         "threads": max(1, int(t.cpus_per_worker)),
         "splits": splits,
         "tensorboard_dir": os.path.join(storage, run_name, "tensorboard"),
+        **(loop_config or {}),
     }
     return new_horovod_trainer(
         train_loop_per_worker,
