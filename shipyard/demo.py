@@ -42,6 +42,10 @@ DEMO_ROOT = ".shipyard-demo"  # under the current folder; gitignored
 # Variables that would send the demo's work somewhere else than its own embedded Ray and
 # registry: set aside for the demo's duration, put back after.
 ISOLATED_ENV = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")
+# Ctrl-C stops the demo. Ray Tune (under every Ray Train V1 fit, and the sweep) otherwise takes
+# SIGINT for itself: the run it is in ends "gracefully" and returns as if finished, and its
+# handler stays installed after the run, swallowing a later Ctrl-C too.
+DEMO_ENV = {"TUNE_DISABLE_SIGINT_HANDLER": "1"}
 # Unless --verbose: the engines' own chatter kept off the console for the demo's duration (each
 # is read when Ray starts its processes or when the engine first runs; a value the environment
 # already has wins). Serve's controller, proxy and replicas then log to their files only.
@@ -283,7 +287,7 @@ def run_demo(
         project_path, overrides, workdir=new_workdir(), port=port, cores=os.cpu_count()
     )
     demo = _Demo(project, str(project_path), dashboard_port, out)
-    with _isolated_env(ISOLATED_ENV) as set_aside, _quiet():
+    with _isolated_env(ISOLATED_ENV) as set_aside, _env(DEMO_ENV), _quiet():
         demo.set_aside = set_aside
         demo.run()
     return demo.result
@@ -297,6 +301,18 @@ def _isolated_env(names: Sequence[str]) -> Iterator[dict[str, str]]:
         yield saved
     finally:
         os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _env(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` set for the block (a value the environment already has wins)."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 class _WarningsAndUp(logging.Filter):
@@ -313,17 +329,14 @@ def _quiet() -> Iterator[None]:
     if is_verbose():
         yield
         return
-    added = {k: v for k, v in QUIET_ENV.items() if k not in os.environ}
-    os.environ.update(added)
     serve_logger = logging.getLogger("ray.serve")  # Serve replaces its handlers, not filters
     only_warnings = _WarningsAndUp()
     serve_logger.addFilter(only_warnings)
     try:
-        yield
+        with _env(QUIET_ENV):
+            yield
     finally:
         serve_logger.removeFilter(only_warnings)
-        for name in added:
-            os.environ.pop(name, None)
 
 
 class _Demo:

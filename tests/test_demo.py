@@ -156,3 +156,22 @@ def test_the_demo_sets_aside_what_would_send_its_work_elsewhere(monkeypatch):
         assert saved == {"MLFLOW_TRACKING_URI": "http://tracking.example:5000"}
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"
     assert "RAY_ADDRESS" not in os.environ
+
+
+def test_ctrl_c_stays_the_demos_while_tune_runs(monkeypatch):
+    """Ray Tune (under every Ray Train V1 fit) installs its own SIGINT handler, which ends the run
+    as if it had finished and stays installed after it; the demo's environment turns it off."""
+    import signal
+
+    from ray.tune import tune
+
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with demo._env(demo.DEMO_ENV):
+            tune._setup_signal_catching()
+            assert signal.getsignal(signal.SIGINT) is before
+        tune._setup_signal_catching()  # without it: Tune's handler replaces the default
+        assert signal.getsignal(signal.SIGINT) is not before
+    finally:
+        signal.signal(signal.SIGINT, before)
