@@ -53,10 +53,11 @@ def test_settings_on_two_cores_let_training_run_beside_two_replicas(tmp_path):
     assert o["cluster.num_cpus"] == 4
     assert o["serving.replica_cpus"] == 0.5
     assert (o["serving.min_replicas"], o["serving.max_replicas"]) == (1, 2)
-    assert o["tuning.max_concurrent_trials"] == 1  # one trial's workers fill both cores
     assert o["serving.port"] == 4321 and o["workdir"] == str(tmp_path)
     big = demo.demo_overrides(project, workdir=tmp_path, port=1, cores=16)
-    assert big["cluster.num_cpus"] == 16 and big["tuning.max_concurrent_trials"] == 8
+    assert big["cluster.num_cpus"] == 16
+    own = project.with_overrides({"cluster.num_cpus": 6})
+    assert demo.demo_overrides(own, workdir=tmp_path, port=1, cores=2)["cluster.num_cpus"] == 6
 
 
 def test_the_project_is_isolated_and_the_users_overrides_win(tmp_path):
