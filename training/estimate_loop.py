@@ -30,7 +30,7 @@ import time
 import tensorflow as tf
 
 PROFILE_KEY = "shipyard_profile"  # the final report's metric holding every rank's numbers (JSON)
-ALLREDUCE_REPEATS, ALLREDUCE_WARMUP = 10, 2
+ALLREDUCE_REPEATS, ALLREDUCE_WARMUP = 20, 3
 
 
 def profile_worker(

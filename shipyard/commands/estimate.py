@@ -14,7 +14,7 @@ DEFAULT_STEPS = 30
 def register(sub) -> None:
     e = sub.add_parser(
         "estimate",
-        help="profile a few real training steps here and predict a run's and a sweep's time and cost",
+        help="profile a few training steps here; predict a run's and a sweep's time and cost",
         description=(
             "Profile a few real Horovod training steps of the project on this cluster, then"
             " predict the wall time and cost of `shipyard train` and `shipyard sweep`, and how"
