@@ -174,8 +174,9 @@ def demo_overrides(
         "serving.upscale_delay_s": 1.0,
         "serving.downscale_delay_s": 15.0,
         "serving.look_back_period_s": 12.0,
-        # The sweep then runs as many trials at once as these CPUs hold (2 on 2 cores: measured
-        # 124 s for the demo's 4 trials against 165 s one at a time).
+        # The sweep then runs as many trials at once as these CPUs hold: 2 on 2 cores, a little
+        # faster than one at a time for the demo's 4 trials (`shipyard sweep`, 3 interleaved
+        # pairs on a shared, loaded machine: median 136 s against 152 s; noisy).
         "cluster.num_cpus": project.cluster.num_cpus or max(cores, needed),
     }
     return overrides
