@@ -2,7 +2,7 @@
 
 The profile is a real, short `HorovodTrainer` fit of the project (the trainer `build_trainer`
 builds, the loop's own set-up; see `estimate_loop`): a few steps, the gradients' allreduce, an
-evaluation pass, one epoch end, and the driver's work before and after `fit()`. From those:
+evaluation pass, a few epoch ends, and the driver's work before and after `fit()`. From those:
 
     train(publish=False) = driver before fit + start-up + E x steps(N) x step(N)
                            + E x epoch end(N) + final evaluation(N) + teardown
@@ -68,7 +68,9 @@ def ring_factor(workers: int) -> float:
 @dataclass
 class Profile:
     """What the short real run measured (seconds; per-rank values are the slowest rank's unless
-    said otherwise), with the cost model built on it (see the module docstring)."""
+    said otherwise), with the cost model built on it (see the module docstring). Start-up and
+    teardown compare the driver's clock with the workers' (one clock on one host, NTP-close on a
+    cluster)."""
 
     workers: int
     cpus_per_worker: float
@@ -93,7 +95,7 @@ class Profile:
     probe_seconds: float
     startup_seconds: float  # driver's fit() call to the first step
     epoch_end_seconds: float  # Keras's own epoch end (metric averaging, TensorBoard)
-    reporter_seconds: float  # the Reporter's epoch end: validation, checkpoint, report
+    reporter_seconds: float  # the Reporter's epoch end (median): validation, checkpoint, report
     eval_split: str | None
     eval_first_seconds: float
     eval_read_seconds: float
@@ -731,15 +733,19 @@ def _corpus(project: Project) -> tuple[PreparedCorpus, float | None]:
 def _profile(project: Project, corpus: PreparedCorpus, steps: int, publish: bool) -> Profile:
     """Run the short real fit and turn every rank's numbers into a `Profile`."""
     from shipyard.corpus.prepare import prepare
-    from shipyard.training.estimate_loop import PROFILE_KEY
+    from shipyard.training.estimate_loop import EPOCH_ENDS, PROFILE_KEY
     from shipyard.training.trainer import TrainResult, build_trainer, check_feasible
 
     t = project.training
     warmup = min(MAX_WARMUP_STEPS, max(1, steps // 4))
-    # Two epochs so that the one epoch end the profile times is not the final one, checkpointed
-    # so that it costs what a checkpointed epoch costs, and no retries.
+    # One epoch more than the profile's epoch ends, so that none of them is the final one,
+    # checkpointed so that each costs what a checkpointed epoch costs, and no retries.
     profiling = project.with_overrides(
-        {"training.epochs": 2, "training.checkpoint_every": 1, "training.max_failures": 0}
+        {
+            "training.epochs": EPOCH_ENDS + 1,
+            "training.checkpoint_every": 1,
+            "training.max_failures": 0,
+        }
     )
     os.makedirs(project.runs_dir, exist_ok=True)
     storage = tempfile.mkdtemp(prefix=".estimate-", dir=project.runs_dir)
@@ -838,7 +844,7 @@ def _from_ranks(project, corpus, ranks, *, steps, warmup, fit_called_at, fit_ret
         probe_seconds=middle("probe_seconds"),
         startup_seconds=slowest("train_begin_at") - fit_called_at,
         epoch_end_seconds=slowest("epoch_end_seconds"),
-        reporter_seconds=slowest("reporter_seconds"),
+        reporter_seconds=max(statistics.median(r["reporter_seconds"]) for r in ranks),
         eval_split=rank0.get("eval_split"),
         eval_first_seconds=slowest("eval_first_seconds"),
         eval_read_seconds=slowest("eval_read_seconds"),
@@ -1013,6 +1019,11 @@ def _model_notes(project: Project, p: Profile) -> list[str]:
         notes.append(
             "embedding gradients are allgathered as sparse rows (training.sparse_as_dense): the"
             " dense allreduce model overstates their cost"
+        )
+    if p.eval_split is None:
+        notes.append(
+            "no validation or test split to time an evaluation on: the final evaluation of the"
+            " train split is left out"
         )
     if project.training.early_stopping:
         notes.append("training.early_stopping may end the run sooner: this is all epochs")
