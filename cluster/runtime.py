@@ -77,6 +77,7 @@ def connect(
     runtime_env = {"env_vars": env_vars} if env_vars else None
     if address and address != "local":
         _check_reachable(address)
+        _keep_loopback(address)
         ray.init(
             address=address,
             runtime_env=runtime_env,
@@ -156,6 +157,26 @@ def _env_vars_not_set_by_job() -> dict[str, str]:
         NICENESS_VAR: os.environ.get(NICENESS_VAR, JOB_WORKER_NICENESS),
     }
     return {k: v for k, v in wanted.items() if k not in job_env}
+
+
+def _keep_loopback(address: str) -> None:
+    """Join a loopback cluster (`shipyard cluster up`) on loopback.
+
+    Its GCS listens on 127.0.0.1 only, and Ray's driver swaps a loopback address for the
+    machine's own before connecting, then retries "Failed to connect to GCS" forever. This is the
+    switch `shipyard cluster env` exports for other clients (`client_env.KEEP_LOOPBACK_VAR`);
+    Ray read its variable when it was imported, so this process sets the constant it became.
+    """
+    from shipyard.cluster.client_env import KEEP_LOOPBACK_VAR
+    from shipyard.cluster.network import is_loopback
+
+    host = urlparse(address if "://" in address else f"tcp://{address}").hostname or ""
+    if address == "auto" or not is_loopback(host):
+        return
+    import ray._private.ray_constants as ray_constants
+
+    os.environ[KEEP_LOOPBACK_VAR] = "0"  # and for the processes this one starts
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -56,7 +56,7 @@ def run_script(
         raise UserInputError(f"workers: must be >= 1 (got {workers})")
     runtime.connect(address)
 
-    from shipyard.training.ray_train_v1 import new_horovod_trainer, select_v1
+    from shipyard.training.ray_train_v1 import interruptible, new_horovod_trainer, select_v1
 
     select_v1()  # before the first import of ray.train
     from ray.train import RunConfig
@@ -93,7 +93,8 @@ def run_script(
             ),
         )
         try:
-            trainer.fit()
+            with interruptible():
+                trainer.fit()
         except Exception as exc:  # TrainingFailedError wraps the rank's own exception
             raise ShipyardError(
                 f"{path.name} failed on {workers} Horovod worker(s): {first_line(exc)}"

@@ -129,3 +129,15 @@ def new_horovod_trainer(
         run_config=run_config,
         **kwargs,
     )
+
+
+def interruptible():
+    """A block in which Ctrl-C interrupts `fit()` (KeyboardInterrupt) instead of ending it.
+
+    Trainer.fit and Tuner.fit run on Ray Tune, which by default catches SIGINT, stops the run
+    "gracefully" and returns its result as if it had finished (and keeps its handler installed
+    for the next Ctrl-C): `shipyard train` would then export and register the half-trained
+    model. Interrupted, nothing is published and the last checkpoint stays for `--resume`."""
+    from shipyard.temporary_env import temporary_env
+
+    return temporary_env("TUNE_DISABLE_SIGINT_HANDLER", "1")

@@ -115,8 +115,12 @@ def train(
             project = project.with_overrides({"model": saved.model})
     trainer = build_trainer(project, corpus, run_name=run_name, resume_from=resume_checkpoint)
     log.info(describe_plan(project, corpus))
+    from shipyard.training.ray_train_v1 import interruptible
+
+    with interruptible():
+        fitted = trainer.fit()
     outcome = TrainResult.from_result(
-        trainer.fit(), run_name=run_name, corpus=corpus, resumed_from=resume_checkpoint
+        fitted, run_name=run_name, corpus=corpus, resumed_from=resume_checkpoint
     )
     if publish:
         from shipyard.training.publish import publish as publish_result
@@ -229,7 +233,8 @@ def shard_datasets(corpus: PreparedCorpus, splits: list[str], project: Project) 
     import ray
 
     t = project.training
-    spare = ray.cluster_resources().get("CPU", 0) - t.workers * t.cpus_per_worker
+    # What is free now, not the cluster's total: serving replicas beside training hold CPUs too.
+    spare = ray.available_resources().get("CPU", 0) - t.workers * t.cpus_per_worker
     datasets = {s: corpus.dataset(s) for s in splits}
     if spare < 1:
         datasets = {s: ds.materialize() for s, ds in datasets.items()}

@@ -227,6 +227,7 @@ def _check_same_sweep(path: str, project: Project, corpus: PreparedCorpus) -> No
 def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, out):
     from ray import tune
 
+    from shipyard.training.ray_train_v1 import interruptible
     from shipyard.training.trainer import build_trainer
     from shipyard.tuning.progress import DivergedStopper, SweepProgress
     from shipyard.tuning.space import param_space
@@ -242,7 +243,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     space = param_space(t.search_space, t.search)
     if resume:
         tuner = restore_tuner(path, trainer, param_space=space)
-        with _serving_metrics_come_last(t):
+        with _serving_metrics_come_last(t), interruptible():
             return tuner.fit()
     metric, mode = t.goals[0]
     multi = len(t.goals) > 1
@@ -270,7 +271,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
         reuse_actors=False,
     )
     tuner = new_tuner(trainer, param_space=space, tune_config=tune_config, run_config=run_config)
-    with _serving_metrics_come_last(t):
+    with _serving_metrics_come_last(t), interruptible():
         return tuner.fit()
 
 
