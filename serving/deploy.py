@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +149,35 @@ def build_app(
     )
 
 
+# Ray Serve's HAProxy mode (read by Serve from the environment when it starts) binds its stats
+# page and Prometheus frontend on every interface, whatever http_options.host says
+# (ray/serve/_private/haproxy_templates.py: `bind *:<stats>`, `bind :<metrics>`); Ray has port
+# settings for them but no host setting. Measured on Ray 2.60: both answer on the node's address.
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+ALL_INTERFACES = ("0.0.0.0", "::")
+
+
+def check_proxy_binding(host: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a Serve proxy mode that would listen beyond `serving.host`.
+
+    Only HAProxy mode does (the default proxy, direct ingress and the throughput-optimized mode
+    bind Serve's HTTP listeners on http_options.host). With `serving.host` on all interfaces the
+    user asked for that exposure, so it is allowed. Not covered, in every mode: each replica's
+    inter-deployment gRPC server, which Ray binds on all interfaces behind its token auth."""
+    env = os.environ if environ is None else environ
+    if env.get(HAPROXY_ENV, "0") != "1" or host.strip() in ALL_INTERFACES:
+        return
+    stats = env.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404")
+    metrics = env.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")
+    raise UserInputError(
+        f"{HAPROXY_ENV}=1: Ray Serve's HAProxy would also listen on all interfaces, not only on"
+        f" serving.host ({host}): its stats page on port {stats} (no authentication) and its"
+        f" Prometheus metrics on port {metrics}, and Ray has no setting to bind them elsewhere."
+        f" Unset {HAPROXY_ENV} to serve on {host} only, or set serving.host: 0.0.0.0"
+        " (--serving.host 0.0.0.0) to serve on all interfaces on purpose"
+    )
+
+
 def deploy(
     project: Project,
     ref: str | None = None,
@@ -167,6 +196,7 @@ def deploy(
 
     if canary is not None and not 0 <= canary_percent <= 100:
         raise UserInputError(f"--canary-percent: must be in [0, 100] (got {canary_percent:g})")
+    check_proxy_binding(project.serving.host)
     champion = resolve(project, ref or project.serving.model_version)
     challenger = resolve(project, canary) if canary else None
     if challenger is not None and (challenger.name, challenger.version) == (
