@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shipyard.cli import main
-from shipyard.cluster import auth, jobs
+from shipyard.cluster import auth, client_env, jobs, network
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "horovod_keras_mnist_like.py"
@@ -273,3 +273,55 @@ def test_a_serve_job_runs_shipyard_serve_on_the_cluster(local_cluster, tmp_path,
     assert job.entrypoint.startswith("shipyard serve tiny.yaml --workdir ")
     assert "--cluster.address auto" in job.entrypoint
     assert "model 'tiny' has no" in captured.out + captured.err
+
+
+def test_a_serve_job_deploys_the_champion_and_it_outlives_the_job(local_cluster, tmp_path, capsys):
+    """With a champion registered, the job deploys it on the cluster and returns; the service
+    answers from the cluster afterwards, and `serve down` from here stops it."""
+    import requests
+    from trained_models import train_in_process
+
+    from shipyard.corpus.manifest import PreparedCorpus
+    from shipyard.project import load_project
+    from shipyard.training.publish import publish
+
+    (port,) = network.free_ports(1)
+    file = tmp_path / "served.yaml"
+    file.write_text(
+        "name: served\n"
+        "data:\n  synthetic: {rows: 300, seed: 3}\n  vocab_size: 400\n  sequence_length: 12\n"
+        "model: {kind: lstm_classifier, embedding_dim: 8, units: 8}\n"
+        "training: {epochs: 1, batch_size: 32}\n"
+        f"serving: {{port: {port}, min_replicas: 1, max_replicas: 1, replica_cpus: 0.5}}\n",
+        encoding="utf-8",
+    )
+    project = load_project(file)
+    assert main(["submit", str(file), "prepare"]) == 0  # the corpus is prepared on the cluster
+    capsys.readouterr()
+    corpus = PreparedCorpus.load(project.corpus_dir)
+    version = publish(project, train_in_process(project, corpus, tmp_path / "run").result).version
+    try:
+        assert main(["submit", str(file), "serve"]) == 0
+        out = capsys.readouterr().out
+        assert jobs.job_status(submitted_id(out)).status == "SUCCEEDED"
+        reply = requests.post(
+            f"http://127.0.0.1:{port}/v1/predict", json={"inputs": ["see you at lunch"]}, timeout=60
+        )
+        assert reply.status_code == 200, reply.text
+        (answer,) = reply.json()["predictions"]
+        assert answer["model"]["version"] == version.version and answer["model"]["name"] == "served"
+    finally:
+        # As a user would, from a shell that ran `eval "$(shipyard cluster env)"`.
+        env = {**auth.client_env(), **client_env.client_env(local_cluster)}
+        down = subprocess.run(
+            [str(Path(sys.executable).parent / "shipyard"), "serve", "down", str(file)],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert down.returncode == 0, down.stdout + down.stderr
+    try:  # the app is gone; Serve's proxy may stay up and answer 404 for every route
+        after = requests.post(
+            f"http://127.0.0.1:{port}/v1/predict", json={"inputs": ["x"]}, timeout=30
+        ).status_code
+    except requests.ConnectionError:
+        after = None
+    assert after in (None, 404), after
