@@ -165,7 +165,9 @@ def _keep_loopback(address: str) -> None:
     Its GCS listens on 127.0.0.1 only, and Ray's driver swaps a loopback address for the
     machine's own before connecting, then retries "Failed to connect to GCS" forever. This is the
     switch `shipyard cluster env` exports for other clients (`client_env.KEEP_LOOPBACK_VAR`);
-    Ray read its variable when it was imported, so this process sets the constant it became.
+    Ray read its variable when it was imported, so this process sets the constant it became;
+    both stay for the rest of the process (Ray would need a restart of the process to unread
+    them), which only matters to a process that later joins a non-loopback cluster.
     """
     from shipyard.cluster.client_env import KEEP_LOOPBACK_VAR
     from shipyard.cluster.network import is_loopback

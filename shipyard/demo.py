@@ -316,22 +316,17 @@ def _env(values: Mapping[str, str]) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-class _WarningsAndUp(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
-
-
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """QUIET_ENV, and Serve's INFO lines in this process ("Started Serve", "Application ... is
     ready") filtered out, unless verbose."""
-    from shipyard.verbosity import is_verbose
+    from shipyard.verbosity import WarningsAndUp, is_verbose
 
     if is_verbose():
         yield
         return
     serve_logger = logging.getLogger("ray.serve")  # Serve replaces its handlers, not filters
-    only_warnings = _WarningsAndUp()
+    only_warnings = WarningsAndUp()
     serve_logger.addFilter(only_warnings)
     try:
         with _env(QUIET_ENV):
@@ -583,7 +578,9 @@ class _Demo:
             reply = client.post("v1/predict", {"inputs": chunk})
             answers += [
                 (text, truth, p, reply["request_id"])
-                for text, truth, p in zip(chunk, labels[start:], reply["predictions"], strict=False)
+                for text, truth, p in zip(
+                    chunk, labels[start : start + 64], reply["predictions"], strict=True
+                )
             ]
         # The least confident answer: the one whose tokens matter most to it.
         unsure = min(answers, key=lambda a: _confidence(a[2]))[0]

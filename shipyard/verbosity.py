@@ -82,3 +82,22 @@ def quiet_ray_data() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ == "PlainRayHandler" and handler.level < logging.ERROR:
             handler.setLevel(logging.ERROR)
+
+
+def quiet_serve() -> None:
+    """Unless verbose: Serve's controller, proxy and replicas log to their files only (Serve
+    reads the variable when Ray starts their processes: call this before the embedded Ray
+    starts), and Serve's INFO lines in this process ("Application ... is ready") are dropped,
+    since `shipyard serve` prints its own. Serve replaces its handlers, so the filter sits on its
+    logger."""
+    if is_verbose():
+        return
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    serve_logger = logging.getLogger("ray.serve")
+    if not any(isinstance(f, WarningsAndUp) for f in serve_logger.filters):
+        serve_logger.addFilter(WarningsAndUp())
+
+
+class WarningsAndUp(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING

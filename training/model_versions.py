@@ -106,6 +106,16 @@ def get_alias(project: Project, alias: str, name: str | None = None) -> Register
     return version
 
 
+def champion_or_none(project: Project, name: str | None = None) -> RegisteredVersion | None:
+    """The version aliased `champion`, or None when the model has no versions or no champion."""
+    if not list_versions(project, name):
+        return None
+    try:
+        return get_alias(project, CHAMPION, name)
+    except UserInputError:
+        return None
+
+
 def get_version(project: Project, version: int | str, name: str | None = None):
     from mlflow.exceptions import MlflowException
 

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPLITS_DIR = "test-splits"  # under <workdir>/retrain: kept copies of test splits, by content hash
+RETRAIN_TAG = "retrain_parent_run"  # on a version a retrain registered: its parent run
+OUTCOME_TAG = "retrain_outcome"  # set once that retrain judged it: "challenger" or "unaliased"
 
 
 @dataclass
@@ -153,19 +155,18 @@ def retrain(
     """Export feedback, merge it, train (or sweep), and register the result as `challenger` only
     when it beats the champion by `promotion.min_improvement`; see the module docstring."""
     from shipyard.serving.feedback_export import check_batch_labels, export_feedback
-    from shipyard.training.model_versions import CHAMPION, get_alias, list_versions
+    from shipyard.training.model_versions import champion_or_none, list_versions
 
     say = announce or log.info
     started = time.monotonic()
     exported = export_feedback(project)
-    versions = list_versions(project)
-    champion = None
-    if versions:
-        try:
-            champion = get_alias(project, CHAMPION)
-        except UserInputError:
-            champion = None
-    latest = versions[-1] if versions else None
+    champion = champion_or_none(project)
+    # A version a retrain registered but never judged (it failed or was interrupted after
+    # registering) has not settled its feedback: the next retrain learns from it again.
+    settled = [
+        v for v in list_versions(project) if RETRAIN_TAG not in v.tags or OUTCOME_TAG in v.tags
+    ]
+    latest = settled[-1] if settled else None
     new_batches, rows = _new_feedback(project, latest)
     result = RetrainResult(
         project=project.name,
@@ -183,8 +184,8 @@ def retrain(
     check_batch_labels(project, new_batches)
     _check_metric(project)
     # Before `prepare` replaces the corpus folder: the champion's test split, kept aside.
-    kept_split = _keep_test_split(project)
-    from shipyard.training.mlflow_store import tracking_uri
+    _keep_test_split(project)
+    from shipyard.training.mlflow_store import client, tracking_uri
 
     result.feedback_batches, result.feedback_rows = new_batches, rows
     result.tracking_uri = tracking_uri(project)
@@ -221,9 +222,16 @@ def retrain(
             published = result.train.published
         version = published.version
         result.version = version
+        mlc = client(project)
+        mlc.set_model_version_tag(version.name, str(version.version), RETRAIN_TAG, parent.run_id)
         parent.adopt(version.run_id)
         result.trained = True
-        _judge(project, result, corpus, kept_split, parent)
+        _judge(project, result, corpus, parent)
+        outcome = "challenger" if result.promoted else "unaliased"
+        mlc.set_model_version_tag(version.name, str(version.version), OUTCOME_TAG, outcome)
+    except KeyboardInterrupt:
+        parent.finish("KILLED", {})
+        raise
     except BaseException:
         parent.finish("FAILED", {})
         raise
@@ -298,9 +306,9 @@ def _keep_test_split(project: Project) -> str | None:
     except UserInputError:
         return None
     split = scoring_split(corpus)
-    if split is None:
-        return None
-    target = os.path.join(_splits_dir(project), corpus.content_hash[:16])
+    if split is None or "://" in corpus.path:
+        return None  # a remote corpus is not copied aside: `compare` then says what it used
+    target = os.path.join(_splits_dir(project), f"{corpus.content_hash[:16]}-{split}")
     if not os.path.isdir(target):
         tmp = f"{target}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -309,14 +317,18 @@ def _keep_test_split(project: Project) -> str | None:
     return target
 
 
-def _champion_rows(project: Project, champion: RegisteredVersion) -> str | None:
-    """The kept copy of the champion's test split (by the content hash it records)."""
+def _champion_rows(project: Project, champion: RegisteredVersion) -> tuple[str, str] | None:
+    """The kept copy of the champion's scoring split and its name (by the content hash the
+    champion records)."""
     content = champion.tags.get("corpus_content_hash", "")
-    path = os.path.join(_splits_dir(project), content[:16])
-    return path if content and os.path.isdir(path) else None
+    for split in ("test", "validation"):
+        path = os.path.join(_splits_dir(project), f"{content[:16]}-{split}")
+        if content and os.path.isdir(path):
+            return path, split
+    return None
 
 
-def _judge(project, result: RetrainResult, corpus, kept_split, parent) -> None:
+def _judge(project, result: RetrainResult, corpus, parent) -> None:
     """Score new and champion on the same rows and move `challenger`, or say why not."""
     from shipyard.training.model_versions import CHALLENGER, set_alias
 
@@ -344,6 +356,12 @@ def _judge(project, result: RetrainResult, corpus, kept_split, parent) -> None:
         },
     )
     gain, needed = comparison.improvement, p.min_improvement
+    if gain != gain:  # NaN: e.g. ROC AUC of rows that hold one class only
+        result.reason = (
+            f"version {version.version} stays unaliased: {p.metric} is not defined on these"
+            f" {comparison.rows:,} rows (one class only?), so it cannot be compared"
+        )
+        return
     if gain > 0 and gain >= needed:
         set_alias(project, CHALLENGER, version.version)
         version.aliases = sorted({*version.aliases, CHALLENGER})
@@ -382,9 +400,11 @@ def compare(
             f" {champion.version} {list(old.labels)}: their scores are not comparable"
         )
     columns = new.raw_columns
-    path, note = _champion_rows(project, champion), None
-    on = f"champion v{champion.version}'s test split"
-    if path is None:
+    kept, note = _champion_rows(project, champion), None
+    if kept is not None:
+        path, split = kept
+        on = f"champion v{champion.version}'s {split} split"
+    else:
         split = scoring_split(corpus)
         if split is None:
             raise ShipyardError(f"{corpus.path}: no test or validation split to compare on")
@@ -393,11 +413,9 @@ def compare(
         note = (
             f"champion v{champion.version}'s own test split was not kept (its corpus"
             f" {champion.tags.get('corpus_content_hash', '?')[:12]} was replaced before any"
-            " retrain saw it)"
+            " retrain saw it, or it is remote); rows it trained on may be among these"
         )
-        seen: set = set()
-    else:
-        seen = _also_in_train(path, corpus, columns)
+    seen = _also_in_train(path, corpus, columns) if kept is not None else set()
 
     def batches():
         for batch in parquet_batches(path, columns):
@@ -407,6 +425,10 @@ def compare(
             if len(batch["label"]):
                 yield batch
 
+    if not any(len(b["label"]) for b in batches()):
+        raise ShipyardError(
+            f"{on}: every row is in the new version's training split; nothing fair to compare on"
+        )
     scores = {}
     rows = 0
     for name, exported in (("new", new), ("champion", old)):
@@ -426,10 +448,12 @@ def compare(
 
 
 def _keys(batch: dict, columns: list[str]) -> list:
-    """A row's identity across corpora: its raw input."""
+    """A row's identity across corpora: its raw input (a missing number as None: NaN never
+    equals itself)."""
     if len(columns) == 1:
         return batch[columns[0]].tolist()
-    return list(zip(*(batch[c].tolist() for c in columns), strict=True))
+    values = [[None if v != v else v for v in batch[c].tolist()] for c in columns]
+    return list(zip(*values, strict=True))
 
 
 def _also_in_train(path: str, corpus: PreparedCorpus, columns: list[str]) -> set:

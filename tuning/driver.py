@@ -395,17 +395,9 @@ def promote(project: Project, corpus, best: TrialSummary, sweep_name: str):
     """Export and register the best trial (its own config, from its checkpoint), alias it
     `challenger`, and score it and the champion on the same test split."""
     from shipyard.training.evaluate import evaluate
-    from shipyard.training.model_versions import CHALLENGER, CHAMPION, list_versions, set_alias
+    from shipyard.training.model_versions import CHALLENGER, champion_or_none, set_alias
 
-    had_versions = bool(list_versions(project))
-    champion = None
-    if had_versions:
-        from shipyard.training.model_versions import get_alias
-
-        try:
-            champion = get_alias(project, CHAMPION)
-        except UserInputError:
-            champion = None
+    champion = champion_or_none(project)
     published = publish_trial(project, corpus, best, sweep_name)
     version = published.version
     set_alias(project, CHALLENGER, version.version)

@@ -7,7 +7,7 @@ import json
 
 from shipyard.commands.project_args import load
 from shipyard.errors import UserInputError
-from shipyard.verbosity import quiet_engines
+from shipyard.verbosity import quiet_engines, quiet_serve
 
 ACTIONS = {
     "down": "stop the project's service",
@@ -48,6 +48,7 @@ def serve(args: argparse.Namespace) -> int:
         args.model = None
         return _action(action, args)
     quiet_engines()
+    quiet_serve()
     from shipyard.serving.deploy import deploy, serve_forever
 
     project = load(args)

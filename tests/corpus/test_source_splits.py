@@ -75,19 +75,20 @@ def test_feedback_rows_join_train_and_are_counted(sib, tmp_path):
     project, first = sib
     test_split = read_split(first.corpus, "test")
     test_texts = test_split["text"].to_pylist()
-    disagrees = int(first.corpus.labels[test_split["label"][0].as_py()] != "travel")
+    own = first.corpus.labels[test_split["label"][0].as_py()]
+    other = next(label for label in first.corpus.labels if label != own)
     feedback = tmp_path / "feedback.parquet"
     rows = [
         {"text": "今天的足球比赛非常精彩。", "label": "sports"},
         {"text": "新的疫苗可以预防流感。", "label": "health"},
         {"text": "新的疫苗可以预防流感。", "label": "health"},  # captured twice
-        {"text": test_texts[0], "label": "travel"},  # a test text: the test split keeps it
+        {"text": test_texts[0], "label": other},  # a test text, relabelled: test keeps it
         {"text": "   ", "label": "travel"},  # empty after cleaning
     ]
     pq.write_table(pa.Table.from_pylist(rows), feedback)
     result = prepare(project, extra_sources=[str(feedback)])
     manifest = result.manifest
-    assert manifest["counts"]["extra_rows"] == {"read": 5, "kept": 2, "contradicting": disagrees}
+    assert manifest["counts"]["extra_rows"] == {"read": 5, "kept": 2, "contradicting": 1}
     (extra,) = manifest["extra_sources"]
     assert extra["path"] == str(feedback) and len(extra["sha256"]) == 64
     assert manifest["splits"]["train"]["rows"] == first.manifest["splits"]["train"]["rows"] + 2

@@ -157,6 +157,14 @@ def test_a_version_that_does_not_beat_the_champion_enough_stays_unaliased(loop):
     assert mlc_tag(project, c.mlflow_parent, "promoted") == "false"
 
 
+def test_every_version_is_tagged_with_its_retrain_and_outcome(loop):
+    by_number = {v.version: v for v in versions.list_versions(loop.project)}
+    for result, outcome in ((loop.b, "challenger"), (loop.c, "unaliased")):
+        tags = by_number[result.version.version].tags
+        assert tags["retrain_parent_run"] == result.mlflow_parent
+        assert tags["retrain_outcome"] == outcome
+
+
 def test_no_new_feedback_trains_nothing(loop, capsys):
     code = main(["retrain", str(EXAMPLE), "--workdir", str(loop.workdir)])
     assert code == 0
