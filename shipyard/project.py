@@ -421,10 +421,11 @@ class PromotionConfig(Section):
     difference: 0.005 is half a point of accuracy). Lower is better for `loss`, higher otherwise.
     """
 
+    # scored on the champion's own test split; lower is better for loss, higher otherwise
     metric: Literal["accuracy", "f1", "macro_f1", "roc_auc", "precision", "recall", "loss"] = (
         "accuracy"
     )
-    min_improvement: float = Field(0.0, ge=0)
+    min_improvement: float = Field(0.0, ge=0)  # absolute: 0.005 is half a point of accuracy
 
     @property
     def mode(self) -> Literal["min", "max"]:
