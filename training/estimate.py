@@ -101,6 +101,8 @@ class Profile:
     eval_read_seconds: float
     eval_seconds: float
     eval_rows_predicted: int  # per rank
+    train_read_seconds: float  # one pass over a rank's train shard, reading only
+    train_read_rows: int  # per rank
     serving_cost_seconds: float
     teardown_seconds: float  # the last report to fit() returning in the driver
     driver_before_seconds: float  # train()'s corpus check and trainer set-up (shard reads)
@@ -163,12 +165,20 @@ class Profile:
             return 0.0
         return max(0.0, self.eval_seconds - self.eval_read_seconds) / self.eval_rows_predicted
 
+    @property
+    def train_read_seconds_per_row(self) -> float:
+        return self.train_read_seconds / self.train_read_rows if self.train_read_rows else 0.0
+
     def evaluation(self, split: str, workers: int) -> float:
         """One rank's pass over a split: evaluation splits are read whole by every rank, the
-        train split is each rank's own shard; each rank predicts 1/N of the rows."""
+        train split is each rank's own shard (read at its own rate); each rank predicts 1/N of
+        the rows."""
         rows = self.split_rows.get(split, 0)
-        read = rows / workers if split == "train" else rows
-        return self.read_seconds_per_row * read + self.predict_seconds_per_row * rows / workers
+        if split == "train":
+            read = self.train_read_seconds_per_row * rows / workers
+        else:
+            read = self.read_seconds_per_row * rows
+        return read + self.predict_seconds_per_row * rows / workers
 
     @property
     def epoch_end_fixed(self) -> float:
@@ -343,9 +353,10 @@ class Estimate:
             )
         if p.eval_split:
             lines.append(
-                f"  {'evaluation':<12} {p.eval_split}: {p.read_seconds_per_row * 1e3:.4f} ms/row"
-                f" read (every rank reads the split) + {p.predict_seconds_per_row * 1e3:.4f}"
-                " ms/row predicted"
+                f"  {'evaluation':<12} {p.read_seconds_per_row * 1e3:.3f} ms/row read"
+                f" ({p.eval_split}: every rank reads it whole), train shard"
+                f" {p.train_read_seconds_per_row * 1e3:.3f} ms/row read,"
+                f" {p.predict_seconds_per_row * 1e3:.3f} ms/row predicted"
             )
         lines.append(
             f"  {'start-up':<12} {p.startup_seconds:.1f} s from trainer.fit() to the first step,"
@@ -460,6 +471,7 @@ class Estimate:
             compute_seconds=p.compute_seconds,
             bandwidth_bytes_per_second=p.bandwidth,
             read_seconds_per_row=p.read_seconds_per_row,
+            train_read_seconds_per_row=p.train_read_seconds_per_row,
             predict_seconds_per_row=p.predict_seconds_per_row,
             epoch_end_fixed_seconds=p.epoch_end_fixed,
             one_time_seconds=p.one_time_seconds,
@@ -850,6 +862,8 @@ def _from_ranks(project, corpus, ranks, *, steps, warmup, fit_called_at, fit_ret
         eval_read_seconds=slowest("eval_read_seconds"),
         eval_seconds=slowest("eval_seconds"),
         eval_rows_predicted=int(slowest("eval_rows_predicted")),
+        train_read_seconds=slowest("train_read_seconds"),
+        train_read_rows=int(slowest("train_read_rows")),
         serving_cost_seconds=float(rank0.get("serving_cost_seconds", 0.0)),
         teardown_seconds=max(0.0, fit_returned_at - slowest("reported_at")),
         driver_before_seconds=before,

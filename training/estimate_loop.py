@@ -16,7 +16,8 @@ Each rank measures, then all ranks' numbers go to the driver in one report:
   the number the scaling model needs directly. A one-float allreduce gives the per-collective
   latency and a larger probe the bandwidth;
 - an evaluation pass over the validation split (else test): once to trace the predict function,
-  once reading only, once steady;
+  once reading only, a few times steady; and a read-only pass over the train shard (what the
+  final evaluation reads);
 - a few real epoch ends through the loop's `Reporter` (validation metrics, checkpoint on rank 0,
   the Ray report) and, on rank 0, the serving-cost measurement the final epoch makes.
 """
@@ -74,6 +75,9 @@ def profile_worker(
     split = next((s for s in ("validation", "test") if s in splits), None)
     if split is not None:
         out.update(eval_times(model, eval_batches, split, gather_predictions))
+    # The final evaluation reads the train shard once more: a new pass of Ray's streaming split,
+    # which costs more per row than the evaluation splits' in-memory reads.
+    out["train_read_rows"], out["train_read_seconds"] = read_pass(eval_batches, "train")
 
     # Epoch ends as every epoch of a run has them: the Reporter's validation pass, rank 0's
     # checkpoint and the report (profiles run with checkpoint_every 1 and EPOCH_ENDS + 1 epochs,
@@ -163,6 +167,15 @@ def _median_allreduce(name: str, tensors: list[tf.Tensor]) -> float:
     return statistics.median(times)
 
 
+def read_pass(eval_batches, split: str) -> tuple[int, float]:
+    """Rows this rank keeps of one pass over a split, and the seconds the pass took."""
+    rows = 0
+    started = time.perf_counter()
+    for _, y in eval_batches(split):
+        rows += len(y)
+    return rows, time.perf_counter() - started
+
+
 def eval_times(model, eval_batches, split: str, gather_predictions) -> dict:
     """One evaluation split as the Reporter evaluates it: the first pass (which traces the
     predict function), a pass that only reads (every rank reads the whole split and keeps its
@@ -178,10 +191,7 @@ def eval_times(model, eval_batches, split: str, gather_predictions) -> dict:
     started = time.perf_counter()
     gather_predictions(model, counted())
     first = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in eval_batches(split):
-        pass
-    read = time.perf_counter() - started
+    _, read = read_pass(eval_batches, split)
     steady = []
     for _ in range(EVAL_REPEATS):
         rows = 0
