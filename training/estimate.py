@@ -390,7 +390,7 @@ class Estimate:
             lines.append(
                 f"  {'command':<12} {t.command_seconds:.1f} s: interpreter, imports (TensorFlow,"
                 f" Ray Train: {self.import_seconds:.1f} s) and Ray's start, as this command paid"
-                " them"
+                " them (its exit, Ray's shutdown, is not measured)"
             )
         lines.append(
             f"  {'train()':<12} {t.wall_seconds:.1f} s = driver {parts['driver']:.1f}"
@@ -460,7 +460,7 @@ class Estimate:
             )
         lines.append(
             "  * profiled here  ! more than this cluster can ever hold (extrapolated)"
-            "  train s: train(publish=False)"
+            "  train s: train(publish=False)  speed-up: of the training steps alone"
         )
         return lines
 
