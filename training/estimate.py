@@ -25,6 +25,7 @@ the epochs its scheduler lets them run (`sweep_trial_epochs`), packed onto as ma
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -714,10 +715,11 @@ def _profiled_project(requested: Project, flags: list[str], notes: list[str]):
     else:
         profile_workers = fits
     overrides["training.workers"] = profile_workers
-    flags.append(
-        f"profiled on {_workers(profile_workers)} (the most that fit) and extrapolated to"
-        f" {t.workers} with the allreduce model"
-    )
+    if profile_workers < t.workers:
+        flags.append(
+            f"profiled on {_workers(profile_workers)} (the most that fit) and extrapolated to"
+            f" {t.workers} with the allreduce model"
+        )
     return requested.with_overrides(overrides), fits
 
 
@@ -783,7 +785,8 @@ def _profile(project: Project, corpus: PreparedCorpus, steps: int, publish: bool
             _device(t.use_gpu, t.gpus_per_worker, t.cpus_per_worker),
         )  # fmt: skip
         fit_called_at, started = time.time(), time.perf_counter()
-        result = trainer.fit()
+        with _quiet_forced_snapshots():
+            result = trainer.fit()
         fit_seconds = time.perf_counter() - started
         fit_returned_at = time.time()
         if result.error or PROFILE_KEY not in (result.metrics or {}):
@@ -811,6 +814,21 @@ def _profile(project: Project, corpus: PreparedCorpus, steps: int, publish: bool
         return profile
     finally:
         shutil.rmtree(storage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_forced_snapshots():
+    """The profile checkpoints a few epoch ends within a second, which makes Tune force an
+    experiment snapshot and warn that snapshots come too often: true of the profile only, so
+    unless verbose that warning is off while it runs."""
+    from shipyard.temporary_env import temporary_env
+    from shipyard.verbosity import is_verbose
+
+    if is_verbose():
+        yield
+        return
+    with temporary_env("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"):
+        yield
 
 
 def _from_ranks(project, corpus, ranks, *, steps, warmup, fit_called_at, fit_returned_at,
