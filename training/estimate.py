@@ -785,7 +785,9 @@ def _profile(project: Project, corpus: PreparedCorpus, steps: int, publish: bool
             _device(t.use_gpu, t.gpus_per_worker, t.cpus_per_worker),
         )  # fmt: skip
         fit_called_at, started = time.time(), time.perf_counter()
-        with _quiet_forced_snapshots():
+        from shipyard.training.ray_train_v1 import interruptible
+
+        with interruptible(), _quiet_forced_snapshots():  # Ctrl-C stops the profile, as train
             result = trainer.fit()
         fit_seconds = time.perf_counter() - started
         fit_returned_at = time.time()
