@@ -52,6 +52,7 @@ SCALING_WORKERS = (1, 2, 4, 8, 16)
 PROBE_BYTES = 8 << 20  # the bandwidth probe: large enough that latency is a small part of it
 MAX_WARMUP_STEPS = 5
 MIN_STEPS = 5
+DEFAULT_STEPS = 30
 SPLITS = ("train", "validation", "test")
 # What build_trainer imports on first use (TensorFlow, Keras, TensorFlow Text among them).
 DRIVER_MODULES = (
@@ -524,7 +525,7 @@ def estimate(
     workers: int | None = None,
     gpus_per_worker: float | None = None,
     price_per_hour: float | None = None,
-    steps: int = 30,
+    steps: int = DEFAULT_STEPS,
     publish: bool = True,
 ) -> Estimate:
     """Profile the project on this cluster and predict its training run and sweep.
@@ -997,14 +998,14 @@ def sweep_prediction(
     packed longest first onto that many slots, plus the driver's corpus check and shard read and,
     with `tuning.promote`, the best trial's export and registration.
     """
-    from shipyard.tuning.driver import _planned, concurrency_for
+    from shipyard.tuning.driver import concurrency_for, planned_trials
 
     t = project.tuning
     if not t.search_space:
         return None
     n = workers or project.training.workers
     epochs = project.training.epochs
-    trials = _planned(t)
+    trials = planned_trials(t)
     concurrency = concurrency_for(project)
     per_trial = sweep_trial_epochs(t, epochs, trials)
     seconds = [profile.trial_seconds(n, e, complete=e >= epochs) for e in per_trial]

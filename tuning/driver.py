@@ -93,7 +93,7 @@ def sweep(project: Project, *, resume: str | None = None, out=None) -> SweepResu
     concurrency = concurrency_for(project)
     log.info(
         "sweep %s: %s trials of %d worker(s), %d at once, search %s, scheduler %s",
-        name, _planned(t), base.training.workers, concurrency, t.search, t.scheduler,
+        name, planned_trials(t), base.training.workers, concurrency, t.search, t.scheduler,
     )  # fmt: skip
 
     started = time.monotonic()
@@ -150,10 +150,10 @@ def concurrency_for(project: Project) -> int:
         autoscaling=project.cluster.provider != "local",
     ).fits_ever
     auto = max(1, fits // tr.workers)
-    return max(1, min(t.max_concurrent_trials or auto, _planned(t) or auto))
+    return max(1, min(t.max_concurrent_trials or auto, planned_trials(t) or auto))
 
 
-def _planned(t) -> int:
+def planned_trials(t) -> int:
     """How many trials the sweep will run (grid: every combination)."""
     if t.search != "grid":
         grid = [len(next(iter(s.values()))) for s in t.search_space.values() if "grid" in s]

@@ -7,8 +7,7 @@ import json
 
 from shipyard.commands.project_args import add_project_argument, load
 from shipyard.errors import UserInputError
-
-DEFAULT_STEPS = 30
+from shipyard.training.estimate import DEFAULT_STEPS, MIN_STEPS
 
 
 def register(sub) -> None:
@@ -42,7 +41,7 @@ def register(sub) -> None:
     )
     e.add_argument(
         "--steps",
-        type=_number("--steps", int, minimum=5),
+        type=_number("--steps", int, minimum=MIN_STEPS),
         default=DEFAULT_STEPS,
         help=f"training steps to profile (default {DEFAULT_STEPS}; the first few are warm-up)",
     )
