@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from shipyard.corpus.tokenizer_settings import TokenizerSettings
@@ -19,6 +20,8 @@ from shipyard.errors import UserInputError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+# Splits up to this size are read by the driver when loaded (`PreparedCorpus.loaded_dataset`).
+READ_IN_DRIVER_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,29 @@ class PreparedCorpus:
         if not self.rows(split):
             raise UserInputError(f"{self.path}: the {split!r} split is empty")
         return ray.data.read_parquet(self.split_path(split), partitioning=None)
+
+    def loaded_dataset(self, split: str):
+        """The split's shards read into the object store now, for datasets iterated many times
+        (every epoch, every trial).
+
+        A split of at most `READ_IN_DRIVER_BYTES` is read here with pyarrow: a Ray Data read
+        would schedule list and read tasks (~2 s each on a small cluster) to fetch a few MB.
+        Larger splits are read by the cluster and materialized (spilling to disk if need be)."""
+        import ray.data
+
+        if self.split_bytes(split) > READ_IN_DRIVER_BYTES:
+            return self.dataset(split).materialize()
+        fs, root = _fs(self.split_path(split))
+        table = pads.dataset(root, filesystem=fs, format="parquet").to_table()
+        return ray.data.from_arrow(table)
+
+    def split_bytes(self, split: str) -> int:
+        """Bytes of the split's Parquet files on disk (0 for a split the corpus lacks)."""
+        fs, root = _fs(self.split_path(split))
+        if fs.get_file_info(root).type != pafs.FileType.Directory:
+            return 0
+        files = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        return sum(f.size for f in files if f.type == pafs.FileType.File)
 
 
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:

@@ -223,22 +223,26 @@ def check_metrics(project: Project, *, has_validation: bool) -> bool:
 
 
 def shard_datasets(corpus: PreparedCorpus, splits: list[str], project: Project) -> dict:
-    """Stream the shards to the workers, or load them first when the workers take every CPU.
+    """Stream the shards to the workers, or load them first when the workers take every CPU or
+    the splits are small.
 
     Ray Data's read operators each need a CPU; when the Horovod workers hold all of them (2
     workers on a 2-CPU machine) a streaming read could never be scheduled and training would hang.
     Reading the encoded shards into the object store before the workers start avoids that; it
-    spills to disk when larger than memory. With CPUs to spare, reads stream alongside training.
+    spills to disk when larger than memory. Small splits are loaded anyway: re-reading them every
+    epoch costs more than holding them. Otherwise reads stream alongside training.
     """
     import ray
+
+    from shipyard.corpus.manifest import READ_IN_DRIVER_BYTES
 
     t = project.training
     # What is free now, not the cluster's total: serving replicas beside training hold CPUs too.
     spare = ray.available_resources().get("CPU", 0) - t.workers * t.cpus_per_worker
-    datasets = {s: corpus.dataset(s) for s in splits}
-    if spare < 1:
-        datasets = {s: ds.materialize() for s, ds in datasets.items()}
-    return datasets
+    small = sum(corpus.split_bytes(s) for s in splits) <= READ_IN_DRIVER_BYTES
+    if spare < 1 or small:
+        return {s: corpus.loaded_dataset(s) for s in splits}
+    return {s: corpus.dataset(s) for s in splits}
 
 
 def check_feasible(project: Project) -> None:

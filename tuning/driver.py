@@ -236,7 +236,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     t = base.tuning
     splits = [s for s in ("train", "validation", "test") if corpus.rows(s)]
     # Read once for the sweep: every trial's workers take their shards from these blocks.
-    datasets = {s: corpus.dataset(s).materialize() for s in splits}
+    datasets = {s: corpus.loaded_dataset(s) for s in splits}
     trainer = build_trainer(
         base, corpus, run_name=name, datasets=datasets, storage_path=base.runs_dir
     )
@@ -341,7 +341,7 @@ def _scheduler(project: Project):
             time_attr="training_iteration",
             perturbation_interval=t.perturbation_interval,
             hyperparam_mutations=mutations(t.search_space),
-            quantile_fraction=0.5 if t.num_samples < 8 else 0.25,
+            quantile_fraction=0.5 if planned_trials(t) < 8 else 0.25,  # a grid's num_samples is 1
         )
     return FIFOScheduler()
 
