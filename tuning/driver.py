@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ShipyardError, UserInputError, first_line
@@ -253,7 +253,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
         name=name,
         storage_path=base.runs_dir,
         failure_config=trial_run.failure_config,
-        checkpoint_config=trial_run.checkpoint_config,
+        checkpoint_config=_kept_checkpoints(trial_run.checkpoint_config, t),
         callbacks=[progress],
         stop=DivergedStopper(),
         verbose=0,
@@ -273,6 +273,17 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     tuner = new_tuner(trainer, param_space=space, tune_config=tune_config, run_config=run_config)
     with _serving_metrics_come_last(t), interruptible():
         return tuner.fit()
+
+
+def _kept_checkpoints(config, t):
+    """Training's retention (the best few by metric, and the newest), except under PBT.
+
+    PBT clones a trial from the checkpoint it took when that trial last reported among the
+    best; by the time the clone restores, retention may have deleted it and the clone fails
+    ("does not exist on storage anymore"). A PBT sweep keeps every checkpoint of its trials."""
+    if t.scheduler != "pbt":
+        return config
+    return replace(config, num_to_keep=None)
 
 
 @contextlib.contextmanager

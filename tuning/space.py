@@ -110,7 +110,18 @@ def check_space(project: Project, corpus: PreparedCorpus | None = None) -> None:
 
 
 def mutations(search_space: dict[str, dict]) -> dict:
-    """PBT's `hyperparam_mutations`: the searched training fields, nested like the config."""
-    loop = dict(param_space(search_space, "random")[LOOP_CONFIG])
-    loop.pop("tensorboard_dir")
+    """PBT's `hyperparam_mutations`: the searched training fields, nested like the config.
+
+    Listed values (`choice`, `grid`) stay a list, which PBT explores by moving to a neighbour or
+    resampling from the list; a range is a Tune domain, which PBT perturbs by a factor (a Tune
+    `choice` would be perturbed like a range, off its listed values, and a `grid_search` would be
+    read as a nested config)."""
+    loop: dict[str, Any] = {}
+    for key, spec in search_space.items():
+        node = loop
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        name, args = next(iter(spec.items()))
+        node[leaf] = list(args) if name in ("choice", "grid") else dimension(spec, "random")
     return {LOOP_CONFIG: loop}

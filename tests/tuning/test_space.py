@@ -10,7 +10,7 @@ import yaml
 from shipyard import cli
 from shipyard.errors import ConfigError, UserInputError
 from shipyard.project import load_project, validate_project
-from shipyard.tuning.space import check_space, param_space, trial_values
+from shipyard.tuning.space import check_space, mutations, param_space, trial_values
 
 BASE = {"name": "t", "data": {"synthetic": {"rows": 100}}}
 
@@ -125,3 +125,28 @@ def test_dotted_keys_map_into_the_train_loop_config():
         "model.units": 8,
         "training.learning_rate": 0.01,
     }
+
+
+def test_pbt_explores_listed_values_within_the_list():
+    """PBT moves a listed value to a neighbour in its list and perturbs a range by a factor;
+    a `grid_search` handed to it would be read as a nested config (a TypeError mid-sweep)."""
+    import random
+
+    from ray import tune
+    from ray.tune.schedulers.pbt import _explore
+
+    space = {
+        "training.batch_size": {"choice": [16, 32, 64]},
+        "training.learning_rate": {"grid": [1e-3, 1e-2]},
+        "training.warmup_epochs": {"randint": [0, 3]},
+    }
+    explored = mutations(space)["train_loop_config"]["training"]
+    assert explored["batch_size"] == [16, 32, 64] and explored["learning_rate"] == [1e-3, 1e-2]
+    assert isinstance(explored["warmup_epochs"], tune.search.sample.Integer)
+    random.seed(0)
+    config = {"train_loop_config": {"training": {"batch_size": 32, "learning_rate": 1e-2}}}
+    config["train_loop_config"]["training"]["warmup_epochs"] = 1
+    for _ in range(20):
+        new, _ = _explore(config, mutations(space), 0.25, [1.2, 0.8], None)
+        training = new["train_loop_config"]["training"]
+        assert training["batch_size"] in (16, 32, 64) and training["learning_rate"] in (1e-3, 1e-2)
