@@ -28,17 +28,33 @@ select_v1()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+LAST_SERVING_TEST = pytest.StashKey[str | None]()
 
 
 def pytest_collection_modifyitems(config, items: list[pytest.Item]) -> None:
     """Tests on the session Ray run last, after the ones that bring their own cluster; `gpu`
     tests are skipped on machines without a GPU."""
     items.sort(key=lambda item: "ray_local" in getattr(item, "fixturenames", ()))
+    serving = [item for item in items if "serve_port" in getattr(item, "fixturenames", ())]
+    config.stash[LAST_SERVING_TEST] = serving[-1].nodeid if serving else None
     if not _has_gpu():
         skip = pytest.mark.skip(reason="no GPU on this machine")
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.hookimpl(trylast=True)  # after the item's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop Serve after the last test that uses it (the session's `serve_port`): its controller
+    and proxy keep polling, and the training and tuning tests after them want the CPU."""
+    if item.nodeid == item.config.stash.get(LAST_SERVING_TEST, None):
+        import ray
+
+        if ray.is_initialized():
+            from ray import serve
+
+            serve.shutdown()
 
 
 def _has_gpu() -> bool:

@@ -27,6 +27,8 @@ class Registered:
 
 @pytest.fixture(scope="session")
 def serve_port(ray_local) -> int:
+    """Serve on one free port; stopped right after the last test that uses it (tests/conftest.py),
+    not at the end of the session."""
     from ray import serve
 
     (port,) = free_ports(1)
