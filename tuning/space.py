@@ -41,12 +41,16 @@ def param_space(search_space: dict[str, dict], search: str) -> dict:
     # PNGs and MLflow runs instead.
     loop: dict[str, Any] = {"tensorboard_dir": None}
     for key, spec in search_space.items():
-        node = loop
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = dimension(spec, search)
+        _set_dotted(loop, key, dimension(spec, search))
     return {LOOP_CONFIG: loop}
+
+
+def _set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """`config["model"]["units"] = value` for the key `model.units`."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        config = config.setdefault(part, {})
+    config[leaf] = value
 
 
 def trial_values(config: dict, keys) -> dict[str, Any]:
@@ -118,10 +122,8 @@ def mutations(search_space: dict[str, dict]) -> dict:
     read as a nested config)."""
     loop: dict[str, Any] = {}
     for key, spec in search_space.items():
-        node = loop
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
         name, args = next(iter(spec.items()))
-        node[leaf] = list(args) if name in ("choice", "grid") else dimension(spec, "random")
+        _set_dotted(
+            loop, key, list(args) if name in ("choice", "grid") else dimension(spec, "random")
+        )
     return {LOOP_CONFIG: loop}
