@@ -100,11 +100,19 @@ class PreparedCorpus:
 
     def split_bytes(self, split: str) -> int:
         """Bytes of the split's Parquet files on disk (0 for a split the corpus lacks)."""
-        fs, root = _fs(self.split_path(split))
-        if fs.get_file_info(root).type != pafs.FileType.Directory:
-            return 0
-        files = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        return sum(f.size for f in files if f.type == pafs.FileType.File)
+        return self._split_bytes.get(split, 0)
+
+    @cached_property
+    def _split_bytes(self) -> dict[str, int]:
+        """Listed once: a prepared corpus is written whole and never changes in place."""
+        sizes = {}
+        for split in self.manifest["splits"]:
+            fs, root = _fs(self.split_path(split))
+            if fs.get_file_info(root).type != pafs.FileType.Directory:
+                continue
+            files = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+            sizes[split] = sum(f.size for f in files if f.type == pafs.FileType.File)
+        return sizes
 
 
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:
