@@ -151,8 +151,8 @@ def build_trainer(
     select_v1()  # before the first import of ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 
-    from shipyard.training.loop import train_loop_per_worker
     from shipyard.training.models import model_kind
+    from shipyard.training.worker_entry import train_loop_per_worker
 
     t = project.training
     model_kind(project.model, corpus)  # a model that cannot read this corpus fails before launch
