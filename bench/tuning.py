@@ -18,12 +18,15 @@ sequential `train` runs of the same configs.
 
 Results go to bench/results/tuning-<time>.json; the ratios are printed.
 
-Measured 2026-12-02 on this 2-core machine (`bench/tuning.py --sequential 6`, 27 min): 16 trials
-of 4 epochs (~2.5 s each), 2 at once. (a) asha spent 41 trial-epochs, fifo 64 (ratio 0.64), same
-best val_accuracy 0.928 (0.0 points). (b) overhead share 79% (fifo and asha; trials ~29 s of which
-~10 s in epochs), 87% at 1 epoch per trial: per-trial start-up dominates at this size. (c) the
-fifo sweep's wall was 0.29x that of the same configs as sequential `train` runs (6 timed, ~83 s
-each, extrapolated to 16).
+Measured 2026-12-03 on this 2-core machine (`bench/tuning.py --sequential 4`, 14 min): 16
+trials of 12 epochs (4,000 rows, ~0.9 s an epoch), 2 at once, ASHA with reduction factor 3.
+(a) asha spent 89 trial-epochs, fifo 192 (ratio 0.46); best val_accuracy 0.928 vs 0.933 (-0.5
+points). (b) overhead share 63% (fifo; trials 22.6 s, ~11 s of it in epochs), 70% at 4 epochs,
+74% at 1 epoch; 48% for 8 trials of ~21.5 s of training each (16,000 rows, 8 epochs; run with
+`run_sweep` directly): a trial still pays ~14 s outside its epochs (workers' start and TensorFlow
+import, Horovod's rendezvous, tracing, the final evaluation) and Tune's gap between trials.
+(c) the fifo sweep's wall was 0.64x that of the same configs as sequential `train` runs (4
+timed, 22.7 s each, extrapolated to 16).
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def project_dict(args, name: str, scheduler: str, epochs: int) -> dict:
             "mode": "max",
             "promote": False,
             "grace_period": 1,
-            "reduction_factor": 2,
+            "reduction_factor": args.reduction_factor,
             "search_space": {
                 "training.learning_rate": {"loguniform": [1e-4, 3e-2]},
                 "model.units": {"choice": [8, 16, 32]},
@@ -128,11 +131,14 @@ def run_sequential(args, configs: list[dict], epochs: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per trial in (a) and (c)")
+    parser.add_argument(
+        "--epochs", type=int, default=12, help="epochs per trial in (a) and (c): ~30 s of training"
+    )
+    parser.add_argument("--reduction-factor", type=float, default=3, help="ASHA's, for (a)")
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
-        "--lengths", default="1", help="more epoch counts for (b), comma-separated ('' for none)"
+        "--lengths", default="1,4", help="more epoch counts for (b), comma-separated ('' for none)"
     )
     parser.add_argument("--sequential", type=int, default=0, help="(c): time only K runs")
     parser.add_argument("--workdir", type=Path, default=REPO / ".shipyard" / "bench_tuning")
