@@ -2,8 +2,9 @@
 one, a better model becomes `challenger`, one that does not beat the champion by
 `promotion.min_improvement` stays unaliased, and nothing new or a foreign label trains nothing.
 
-Three real 2-worker Horovod runs, one per retrain: the champion is deliberately weak (a learning
-rate too small to move the LSTM in one epoch) so that "better" is certain, not a coin flip."""
+Real 2-worker Horovod runs: one per retrain, the third a `--sweep` of two trials. The champion is
+deliberately weak (a learning rate too small to move the LSTM in one epoch) so that "better" is
+certain, not a coin flip."""
 
 from __future__ import annotations
 
@@ -79,7 +80,16 @@ def loop(ray_local, shared_data, tmp_path_factory) -> SimpleNamespace:
     feedback(weak, [(SPAM[2], "spam"), (HAM[0], "ham")], "replica-b")
     b = retrain(good)
     feedback(weak, [(HAM[1], "ham")], "replica-a")
-    c = retrain(good.with_overrides({"promotion.min_improvement": 0.5}))
+    # `retrain --sweep`: the best of a two-trial grid is registered, and judged like a run.
+    sweeping = {
+        "promotion.min_improvement": 0.5,
+        "tuning.search": "grid",
+        "tuning.scheduler": "fifo",
+        "tuning.metric": "val_accuracy",
+        "tuning.mode": "max",
+        "tuning.search_space": {"training.learning_rate": {"grid": [0.005, 0.01]}},
+    }
+    c = retrain(good.with_overrides(sweeping), sweep=True)
     return SimpleNamespace(
         project=good,
         workdir=workdir,
@@ -155,6 +165,26 @@ def test_a_version_that_does_not_beat_the_champion_enough_stays_unaliased(loop):
     assert versions.get_alias(project, "challenger").version == 2
     assert versions.get_alias(project, "champion").version == 1
     assert mlc_tag(project, c.mlflow_parent, "promoted") == "false"
+
+
+def test_a_sweep_retrain_registers_its_best_trial_under_the_retrain(loop):
+    c, mlc = loop.c, client(loop.project)
+    swept = c.sweep
+    assert c.train is None and swept is not None
+    assert len(swept.trials) == 2 and swept.count("done") == 2
+    rates = sorted(t.values["training.learning_rate"] for t in swept.trials)
+    assert rates == [0.005, 0.01]
+    # The registered version is the best trial's checkpoint, and its run is that trial's.
+    best = swept.best
+    assert best.score("val_accuracy") == max(t.score("val_accuracy") for t in swept.trials)
+    assert mlc.get_run(c.version.run_id).info.run_name == f"{swept.name}-{best.trial_id}"
+    # The sweep's own parent run (with a child per trial) hangs under the retrain's.
+    assert mlc_tag(loop.project, swept.mlflow_parent, "mlflow.parentRunId") == c.mlflow_parent
+    trials = mlc.search_runs(
+        [mlc.get_run(c.mlflow_parent).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{swept.mlflow_parent}'",
+    )
+    assert len(trials) == 2
 
 
 def test_every_version_is_tagged_with_its_retrain_and_outcome(loop):
