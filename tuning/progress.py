@@ -42,8 +42,8 @@ class SweepProgress(Callback):
         best = None
         for trial in trials:
             counts[trial_state(trial, self.epochs)] += 1
-            value = (trial.last_result or {}).get(self.metric)
-            if isinstance(value, int | float) and math.isfinite(value):
+            value = best_reported(trial, self.metric, self.mode)
+            if value is not None:
                 better = best is None or (
                     value > best[0] if self.mode == "max" else value < best[0]
                 )
@@ -90,6 +90,15 @@ class LastEpochPBT(PopulationBasedTraining):
         if (result.get("epoch") or 0) >= self.epochs or result.get("stopped_early"):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
+
+
+def best_reported(trial, metric: str, mode: str) -> float | None:
+    """The trial's best `metric` over all its reports, as the summary ranks trials (a trial's
+    last epoch may be worse than its best, and the best so far never gets worse)."""
+    value = ((trial.metric_analysis or {}).get(metric) or {}).get(mode)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def trial_state(trial, epochs: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import pytest
 from conftest import (
@@ -35,6 +36,9 @@ def test_asha_sweep_stops_trials_ranks_tracks_and_promotes(tpe_asha_sweep):
     assert scores == sorted(scores, reverse=True)
     lines = tpe_asha_sweep.progress.splitlines()
     assert len(lines) >= 3 and "best val_accuracy" in lines[-1] and "0 running" in lines[-1]
+    # The best so far is each trial's best epoch, as the table ranks them: it never gets worse.
+    shown = [float(m) for m in re.findall(r"best val_accuracy (\d\.\d+)", "\n".join(lines))]
+    assert shown == sorted(shown) and shown[-1] == round(scores[0], 4), lines
     with open(result.csv, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["trial_id"] for r in rows] == [t.trial_id for t in result.trials]
