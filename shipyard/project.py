@@ -508,7 +508,7 @@ class Project(Section):
         field and the value. Paths keep resolving against the original project file."""
         raw = self.model_dump(mode="json", exclude_unset=True)
         for key, value in overrides.items():
-            _set_dotted(raw, key, value, self._source, parse=False)
+            set_dotted(raw, key, value, self._source, parse=False)
         project = validate_project(raw, self._source)
         project._base_dir = self._base_dir
         project._source = self._source
@@ -544,7 +544,7 @@ def load_project(path: str | os.PathLike, overrides: Iterable[tuple[str, str]] =
     if not isinstance(raw, dict):
         raise ConfigError(str(file), [f"must be a mapping of sections (got {type(raw).__name__})"])
     for key, value in overrides:
-        _set_dotted(raw, key, value, str(file))
+        set_dotted(raw, key, value, str(file))
     project = validate_project(raw, str(file))
     project._base_dir = file.resolve().parent
     project._source = str(file)
@@ -567,9 +567,11 @@ def parse_override_value(text: str) -> Any:
         return text
 
 
-def _set_dotted(
+def set_dotted(
     raw: dict[str, Any], key: str, value: Any, source: str, *, parse: bool = True
 ) -> None:
+    """`raw["model"]["units"] = value` for the key `model.units`, making sections on the way;
+    `source` names the file or flag in the error when a part of the path is not a section."""
     parts = key.split(".")
     if not all(parts):
         raise ConfigError(source, [f"--{key}: not a field path like section.field"])

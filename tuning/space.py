@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import UserInputError
+from shipyard.project import set_dotted
 
 if TYPE_CHECKING:
     from shipyard.corpus.manifest import PreparedCorpus
     from shipyard.project import Project
 
 LOOP_CONFIG = "train_loop_config"
+SOURCE = "tuning.search_space"  # what a bad key's error names (keys are checked on load)
 
 
 def dimension(spec: dict[str, Any], search: str):
@@ -41,16 +43,8 @@ def param_space(search_space: dict[str, dict], search: str) -> dict:
     # PNGs and MLflow runs instead.
     loop: dict[str, Any] = {"tensorboard_dir": None}
     for key, spec in search_space.items():
-        _set_dotted(loop, key, dimension(spec, search))
+        set_dotted(loop, key, dimension(spec, search), SOURCE, parse=False)
     return {LOOP_CONFIG: loop}
-
-
-def _set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """`config["model"]["units"] = value` for the key `model.units`."""
-    *parents, leaf = key.split(".")
-    for part in parents:
-        config = config.setdefault(part, {})
-    config[leaf] = value
 
 
 def trial_values(config: dict, keys) -> dict[str, Any]:
@@ -123,7 +117,6 @@ def mutations(search_space: dict[str, dict]) -> dict:
     loop: dict[str, Any] = {}
     for key, spec in search_space.items():
         name, args = next(iter(spec.items()))
-        _set_dotted(
-            loop, key, list(args) if name in ("choice", "grid") else dimension(spec, "random")
-        )
+        value = list(args) if name in ("choice", "grid") else dimension(spec, "random")
+        set_dotted(loop, key, value, SOURCE, parse=False)
     return {LOOP_CONFIG: loop}
