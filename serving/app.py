@@ -78,6 +78,7 @@ class Batching:
     enabled: bool = True
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.01
+    max_concurrent_batches: int = 4  # the ingress's batches in flight to the model replicas
 
 
 @serve.deployment(name="model")
@@ -102,6 +103,7 @@ class ModelReplica:
             metrics=arm.metrics,
         )
         self.batching = batching.enabled
+        self._in_flight = 0
         self._batched.set_max_batch_size(batching.max_batch_size)
         self._batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
         # TensorFlow runs off the event loop, one call at a time (a TFLite interpreter is not
@@ -123,9 +125,24 @@ class ModelReplica:
         return out
 
     async def predict(self, columns: dict[str, list]) -> np.ndarray:
-        if self.batching:
-            return await self._batched(columns)
-        return await self._run(self.model.probabilities, columns)
+        self._in_flight += 1
+        try:
+            if self.batching:
+                return await self._batched(columns)
+            return await self._run(self.model.probabilities, columns)
+        finally:
+            self._in_flight -= 1
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Requests, not handle calls, for the autoscaler (serving/autoscaling.py)."""
+        from shipyard.serving.autoscaling import REQUESTS_IN_FLIGHT
+
+        return {REQUESTS_IN_FLIGHT: float(self._in_flight)}
+
+    async def predict_many(self, requests: list[dict[str, list]]) -> list[np.ndarray]:
+        """Several requests in one call: the ingress's batch, merged here with what other
+        ingress replicas send into the replica's own batches."""
+        return list(await asyncio.gather(*(self.predict(columns) for columns in requests)))
 
     async def explain(self, columns: dict[str, list]) -> list[tuple[np.ndarray, list]]:
         from shipyard.serving import explain
@@ -210,6 +227,7 @@ class Ingress:
         feedback_dir: str,
         canary: dict[str, Any],
         token_sha256: str | None = None,
+        batching: Batching | None = None,
     ):
         from shipyard.serving.canary_stats import CanaryMonitor
         from shipyard.serving.feedback_store import FeedbackWriter
@@ -231,6 +249,15 @@ class Ingress:
         self.decision: str | None = None  # what the canary did on its own, for `serve status`
         replica = serve.get_replica_context().replica_id.unique_id
         self.feedback = FeedbackWriter(feedback_dir, replica)
+        self.batching = batching or Batching()
+        # Requests leave in batches, several in flight (with one, every client would wait for
+        # the round trip of the batch before it). A model replica's ongoing requests are then
+        # batches: what Serve's autoscaler counts against target_ongoing_requests.
+        self._predict_batched = serve.batch(
+            max_batch_size=self.batching.max_batch_size,
+            batch_wait_timeout_s=self.batching.batch_wait_timeout_s,
+            max_concurrent_batches=self.batching.max_concurrent_batches,
+        )(self._send_batch)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """`user_config`: the challenger's share of traffic, in percent."""
@@ -271,7 +298,10 @@ class Ingress:
         role = self._pick()
         arm = self.arms[role]
         columns = schemas.to_columns(body.inputs, arm.columns, **asdict(self.limits))
-        probs = await self._call(role, "predict", columns)
+        if self.batching.enabled:
+            probs = await self._predict_batched((role, columns))
+        else:
+            probs = await self._call(role, "predict", columns)
         return schemas.PredictResponse(
             predictions=[self._prediction(arm, p) for p in probs], request_id=self._request_id()
         )
@@ -368,9 +398,25 @@ class Ingress:
             return "challenger"
         return "champion"
 
-    async def _call(self, role: str, method: str, columns: dict[str, list]):
+    async def _send_batch(self, calls: list[tuple[str, dict]]) -> list[np.ndarray]:
+        # One handle call per arm per batch: each call costs both ends about a millisecond of
+        # CPU, several times the model's own share of a request.
+        out: list[Any] = [None] * len(calls)
+
+        async def send(role: str, indices: list[int]) -> None:
+            results = await self._call(role, "predict_many", [calls[i][1] for i in indices])
+            for i, probs in zip(indices, results, strict=True):
+                out[i] = probs
+
+        by_role: dict[str, list[int]] = {}
+        for i, (role, _) in enumerate(calls):
+            by_role.setdefault(role, []).append(i)
+        await asyncio.gather(*(send(role, indices) for role, indices in by_role.items()))
+        return out
+
+    async def _call(self, role: str, method: str, payload: Any):
         try:
-            return await getattr(self.handles[role], method).remote(columns)
+            return await getattr(self.handles[role], method).remote(payload)
         except Exception as exc:
             logger.warning("%s %s failed: %s", role, method, self._first_line(exc))
             raise Unavailable(f"the {role} model is unavailable: {self._first_line(exc)}") from None

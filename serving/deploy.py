@@ -9,9 +9,11 @@ project's name. On the embedded cluster the caller then keeps the process in the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -22,6 +24,7 @@ from typing import Any
 from shipyard.errors import ShipyardError, UserInputError
 from shipyard.project import Project
 from shipyard.serving.feedback_store import feedback_dir
+from shipyard.temporary_env import temporary_env
 from shipyard.training.model_versions import RegisteredVersion, artifact_path, resolve
 from shipyard.training.signature import read_signature
 
@@ -100,6 +103,7 @@ def build_app(
     batching: bool = True,
 ):
     """The Serve application for these versions (not yet running)."""
+    from shipyard.serving import autoscaling
     from shipyard.serving.app import Batching, Ingress, Limits, ModelReplica
 
     s = project.serving
@@ -112,10 +116,16 @@ def build_app(
         "upscale_delay_s": s.upscale_delay_s,
         "downscale_delay_s": s.downscale_delay_s,
         "look_back_period_s": s.look_back_period_s,
+        # Batches arrive as one call each: scale on the requests inside them.
+        "policy": {"policy_function": autoscaling.POLICY},
     }
     if s.initial_replicas is None:
         del autoscaling["initial_replicas"]
-    batch = Batching(batching, s.max_batch_size, s.batch_wait_timeout_s)
+    arms = 2 if challenger else 1
+    # Enough of the ingress's batches in flight for the autoscaler to see every arm's replicas
+    # at twice their target at full scale, else it could never scale up to max_replicas.
+    in_flight = max(4, math.ceil(2 * arms * s.max_replicas * s.target_ongoing_requests))
+    batch = Batching(batching, s.max_batch_size, s.batch_wait_timeout_s, in_flight)
 
     def model(role: str, version: RegisteredVersion):
         arm = arm_for(project, role, version, variant)
@@ -130,10 +140,12 @@ def build_app(
     challenger_arm, challenger_app = model("challenger", challenger) if challenger else (None, None)
     token = os.environ.get(TOKEN_ENV) or None
     # The ingress only awaits the model handles: it must admit every request the model replicas
-    # could be working on at full scale, or Serve's default cap (5 in flight) throttles the whole
-    # service and the proxy retries the rest with backoff.
-    arms = 2 if challenger else 1
-    ingress_ongoing = arms * s.max_replicas * s.max_ongoing_requests
+    # could be working on at full scale, and fill its batches, or Serve's default cap (5 in
+    # flight) throttles the whole service and the proxy retries the rest with backoff.
+    ingress_ongoing = max(
+        arms * s.max_replicas * s.max_ongoing_requests,
+        s.max_batch_size * batch.max_concurrent_batches if batching else 0,
+    )
     return Ingress.options(
         user_config={"challenger_percent": challenger_percent},
         max_ongoing_requests=ingress_ongoing,
@@ -146,6 +158,7 @@ def build_app(
         str(feedback_dir(project)),
         project.serving.canary.model_dump(),
         hashlib.sha256(token.encode()).hexdigest() if token else None,
+        batch,
     )
 
 
@@ -154,6 +167,11 @@ def build_app(
 # (ray/serve/_private/haproxy_templates.py: `bind *:<stats>`, `bind :<metrics>`); Ray has port
 # settings for them but no host setting. Measured on Ray 2.60: both answer on the node's address.
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+# Serve's throughput-optimized mode: direct ingress (the ingress replica serves HTTP on a port of
+# its own, RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT and up) and gRPC between replicas.
+THROUGHPUT_ENV = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+DRAINING_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+EMBEDDED_DRAINING_S = "2"
 ALL_INTERFACES = ("0.0.0.0", "::")
 
 
@@ -212,9 +230,20 @@ def deploy(
         variant=variant,
         batching=batching,
     )
+    import ray
+
     embedded = not (project.cluster.address or os.environ.get("RAY_ADDRESS"))
-    connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
     s = project.serving
+    # Serve's controller and replicas read the mode from the environment they start with: the
+    # embedded cluster's processes inherit it from here (this process keeps its own).
+    direct_env = s.ingress == "direct" and embedded and not ray.is_initialized()
+    with contextlib.ExitStack() as env:
+        if direct_env:
+            env.enter_context(temporary_env(THROUGHPUT_ENV, "1"))
+            # A stopping direct ingress waits 30 s by default for external load balancers to
+            # notice; none sits in front of the embedded cluster, whose Ctrl-C would wait.
+            env.enter_context(temporary_env(DRAINING_ENV, EMBEDDED_DRAINING_S))
+        connect(project.cluster.address, num_cpus=project.cluster.num_cpus)
     serve.start(http_options={"host": s.host, "port": s.port})
     if announce:
         announce(
@@ -224,6 +253,18 @@ def deploy(
     serve.run(app, name=project.name, route_prefix=s.route_prefix, blocking=False)
     status = status_of(project)
     url = f"http://{s.host}:{s.port}{s.route_prefix.rstrip('/')}/"
+    extra = []
+    if s.ingress == "direct":
+        direct = direct_ingress_url(project)
+        if direct is None:
+            extra.append(
+                "  note:     serving.ingress is direct, but this cluster's Serve runs without"
+                f" direct ingress: requests go through its proxy. Start the cluster with"
+                f" {THROUGHPUT_ENV}=1 for the direct path."
+            )
+        else:
+            extra.append(f"  ingress:  direct (Serve's proxy answers too, slower, at {url})")
+            url = direct
     return Service(
         app=project.name,
         url=url,
@@ -232,7 +273,27 @@ def deploy(
         challenger_percent=status["challenger_percent"],
         embedded=embedded,
         feedback_dir=str(feedback_dir(project)),
+        extra=extra,
     )
+
+
+def direct_ingress_url(project: Project) -> str | None:
+    """Where the app's ingress replica answers HTTP itself, when Serve runs direct ingress.
+
+    Serve's controller knows the port it gave the replica (its `get_target_groups`, what HAProxy
+    mode balances over; no public API has it). Without direct ingress it only lists proxies."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    s = project.serving
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    groups = ray.get(controller.get_target_groups.remote(project.name), timeout=30)
+    for group in groups:
+        if group.ingress_deployment_name and str(group.protocol).endswith("HTTP") and group.targets:
+            target = group.targets[0]
+            host = target.ip if s.host.strip() in ALL_INTERFACES else s.host
+            return f"http://{host}:{target.port}{s.route_prefix.rstrip('/')}/"
+    return None
 
 
 def serve_forever(project: Project, service: Service) -> None:
@@ -313,9 +374,14 @@ def _handle(project: Project):
     from ray.serve.exceptions import RayServeException
 
     try:
-        return serve.get_app_handle(project.name)
+        handle = serve.get_app_handle(project.name)
     except RayServeException:
         raise UserInputError(f"no service {project.name!r} is running on this cluster") from None
+    # This process calls it without an event loop of its own; throughput-optimized Serve
+    # (THROUGHPUT_ENV) defaults handles to the caller's loop, which would refuse the call.
+    if not handle.is_initialized:  # Serve hands out one cached handle per app
+        handle._init(_run_router_in_separate_loop=True)
+    return handle
 
 
 def status_of(project: Project) -> dict[str, Any]:

@@ -378,6 +378,10 @@ class ServingConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = "/"
+    # "direct": Serve's throughput-optimized mode; the ingress replica answers HTTP on a port of
+    # its own (not serving.port), gRPC between replicas, no proxy hop. Serve reads it at start:
+    # set on the embedded cluster; start a running one with RAY_SERVE_THROUGHPUT_OPTIMIZED=1.
+    ingress: Literal["proxy", "direct"] = "proxy"
     model_version: str = "champion"
     variant: str = "full"  # "full" (the SavedModel) or a TFLite variant from training's export
     min_replicas: int = Field(1, ge=0)
