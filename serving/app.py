@@ -115,6 +115,10 @@ class ModelReplica:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _batched(self, requests: list[dict[str, list]]) -> list[np.ndarray]:
+        return await self._merged(requests)
+
+    async def _merged(self, requests: list[dict[str, list]]) -> list[np.ndarray]:
+        """One model call for several requests, split back per request."""
         merged = {name: [v for r in requests for v in r[name]] for name in requests[0]}
         probs = await self._run(self.model.probabilities, merged)
         out, start = [], 0
@@ -140,9 +144,13 @@ class ModelReplica:
         return {REQUESTS_IN_FLIGHT: float(self._in_flight)}
 
     async def predict_many(self, requests: list[dict[str, list]]) -> list[np.ndarray]:
-        """Several requests in one call: the ingress's batch, merged here with what other
-        ingress replicas send into the replica's own batches."""
-        return list(await asyncio.gather(*(self.predict(columns) for columns in requests)))
+        """The ingress's batch: already as large as the traffic allows, so it runs at once (a
+        second wait here would add batch_wait_timeout_s to every request)."""
+        self._in_flight += len(requests)
+        try:
+            return await self._merged(requests)
+        finally:
+            self._in_flight -= len(requests)
 
     async def explain(self, columns: dict[str, list]) -> list[tuple[np.ndarray, list]]:
         from shipyard.serving import explain
