@@ -26,11 +26,14 @@ Targets at 32 clients: (a) >= 3x (b) and (a) >= 1.5x (c) in req/s, (a)'s p99 <= 
     .venv/bin/python bench/serving.py                          # ~8 min on 2 cores
     .venv/bin/python bench/serving.py --replicas 2             # 2 model replicas (1 CPU each)
     .venv/bin/python bench/serving.py --targets a,c --set serving.max_batch_size=8
-    .venv/bin/python bench/serving.py --proxy-modes            # + (a) throughput-optimized/HAProxy
+    .venv/bin/python bench/serving.py --proxy-modes            # + (a), (b) direct: ~10 min
 
---proxy-modes also measures (a) with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and with
-RAY_SERVE_ENABLE_HA_PROXY=1, each in a fresh process with its own Ray (Serve reads them at start),
-after the main rounds. Results go to bench/results/serving-<time>.json and .png.
+--proxy-modes [direct,ha_proxy] also measures (a) and (b), interleaved, in each of Serve's modes,
+each in a fresh process with its own Ray (Serve reads the mode when it starts): `direct` is
+`serving.ingress: direct` on RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (the ingress replica answers HTTP
+itself), `ha_proxy` RAY_SERVE_ENABLE_HA_PROXY=1 (refused by shipyard unless serving.host is all
+interfaces: --set serving.host=0.0.0.0). The targets are then checked for each mode too.
+Results go to bench/results/serving-<time>.json and .png.
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ RESULTS = HERE / "results"
 SMS = REPO.parent / "shared" / "data" / "sms_spam_collection" / "SMSSpamCollection"
 EXAMPLE = REPO / "examples" / "sms_spam.yaml"
 NAMES = {"a": "(a) shipyard batched", "b": "(b) shipyard unbatched", "c": "(c) plain FastAPI"}
+# mode: (the environment its fresh Ray starts with, serving overrides)
 PROXY_MODES = {
-    "throughput_optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-    "ha_proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "direct": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, ["serving.ingress=direct"]),
+    "ha_proxy": ({"RAY_SERVE_ENABLE_HA_PROXY": "1"}, []),
 }
 SYNTHETIC_TEXTS = [
     "win a free prize now, call to claim your reward",
@@ -468,37 +472,47 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def proxy_child(args) -> int:
-    """`--proxy-child MODE`: (a) alone on a fresh Ray whose Serve starts with MODE's env."""
+    """`--proxy-child MODE`: (a) and (b), interleaved, on a fresh Ray whose Serve starts with
+    MODE's environment."""
     from shipyard.cluster import connect
 
     project = load_project(args)
     texts = request_texts(args)
     connect(num_cpus=args.cpus, log_to_driver=False)
+    targets = [t for t in args.targets if t in ("a", "b")]
+    rounds = {t: {c: [] for c in args.clients} for t in targets}
+    memory: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
         load = Load(args, texts, folder)
-        rounds: dict[int, list[dict]] = {c: [] for c in args.clients}
-        memory = {}
-        for _ in range(args.repeats):
-            runs, memory = serve_round(project, True, load, args.clients, texts)
-            for c, r in runs.items():
-                rounds[c].append(r)
+        for i in range(args.repeats):
+            k = i % len(targets)
+            for t in targets[k:] + targets[:k]:
+                print(f"    [{i + 1}/{args.repeats}] {NAMES[t]}", flush=True)
+                runs, memory[t] = serve_round(project, t == "a", load, args.clients, texts)
+                for c, r in runs.items():
+                    rounds[t][c].append(r)
     from ray import serve
 
     serve.shutdown()
-    summary = {str(c): summarize(rs) | {"runs": rs} for c, rs in rounds.items()}
-    print("PROXYJSON " + json.dumps({"clients": summary, "memory_mb": memory}))
+    summary = {
+        t: {str(c): summarize(rs) | {"runs": rs} for c, rs in by.items()}
+        for t, by in rounds.items()
+    }
+    print("PROXYJSON " + json.dumps({"targets": summary, "memory_mb": memory}))
     return 0
 
 
 def run_proxy_mode(args, mode: str) -> dict:
-    env = {**os.environ, **PROXY_MODES[mode], "TF_CPP_MIN_LOG_LEVEL": "2"}
+    mode_env, mode_sets = PROXY_MODES[mode]
+    env = {**os.environ, **mode_env, "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, __file__, "--proxy-child", mode, "--reuse"]
     cmd += ["--workdir", str(args.workdir), "--port", str(args.port)]
     cmd += ["--replicas", str(args.replicas), "--repeats", str(args.repeats)]
     cmd += ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
     cmd += ["--clients", ",".join(map(str, args.clients)), "--cpus", str(args.cpus)]
     cmd += ["--wrk-threads", str(args.wrk_threads)]
-    cmd += [x for item in args.set for x in ("--set", item)]
+    cmd += ["--targets", ",".join(args.targets)]
+    cmd += [x for item in [*args.set, *mode_sets] for x in ("--set", item)]
     cmd += ["--synthetic"] * args.synthetic + ["--python-load"] * args.python_load
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith("PROXYJSON ")), None)
@@ -512,17 +526,20 @@ def run_proxy_mode(args, mode: str) -> dict:
 
 # -- report --------------------------------------------------------------------------------------
 def ratios(medians: dict) -> dict:
+    """The targets at 32 clients, for the default proxy and for each proxy mode measured."""
     out = {}
     at = lambda t: medians.get(t, {}).get("32")  # noqa: E731
-    a, b, c = at("a"), at("b"), at("c")
-    if a and b:
-        out["a_over_b_rps_32"] = {"value": a["rps"] / b["rps"], "target": ">= 3"}
-        out["a_over_b_rps_32"]["pass"] = out["a_over_b_rps_32"]["value"] >= 3
-    if a and c:
-        v = a["rps"] / c["rps"]
-        out["a_over_c_rps_32"] = {"value": v, "target": ">= 1.5", "pass": v >= 1.5}
-        v = a["p99_ms"] / c["p99_ms"]
-        out["a_over_c_p99_32"] = {"value": v, "target": "<= 2", "pass": v <= 2}
+    c = at("c")
+    for suffix in ["", *(f"_{mode}" for mode in PROXY_MODES)]:
+        a, b = at(f"a{suffix}"), at(f"b{suffix}")
+        if a and b:
+            v = a["rps"] / b["rps"]
+            out[f"a_over_b_rps_32{suffix}"] = {"value": v, "target": ">= 3", "pass": v >= 3}
+        if a and c:
+            v = a["rps"] / c["rps"]
+            out[f"a_over_c_rps_32{suffix}"] = {"value": v, "target": ">= 1.5", "pass": v >= 1.5}
+            v = a["p99_ms"] / c["p99_ms"]
+            out[f"a_over_c_p99_32{suffix}"] = {"value": v, "target": "<= 2", "pass": v <= 2}
     return out
 
 
@@ -603,7 +620,13 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--cpus", type=int, default=2, help="the embedded Ray's CPUs")
     parser.add_argument("--synthetic", action="store_true", help="the synthetic corpus")
-    parser.add_argument("--proxy-modes", action="store_true")
+    parser.add_argument(
+        "--proxy-modes",
+        nargs="?",
+        const="direct",
+        default="",
+        help=f"also (a), (b) in these Serve modes: {','.join(PROXY_MODES)} (default direct)",
+    )
     parser.add_argument("--python-load", action="store_true", help="not wrk, even if installed")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--port", type=int, default=0, help="Serve's HTTP port (0: a free one)")
@@ -614,6 +637,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.clients = [int(x) for x in args.clients.split(",") if x.strip()]
     args.targets = [x.strip() for x in args.targets.split(",") if x.strip()]
+    args.proxy_modes = [x.strip() for x in args.proxy_modes.split(",") if x.strip()]
+    unknown = sorted(set(args.proxy_modes) - set(PROXY_MODES))
+    if unknown:
+        parser.error(f"--proxy-modes: unknown {unknown} (known: {', '.join(PROXY_MODES)})")
     if not SMS.is_file():
         args.synthetic = True
     return args
@@ -690,15 +717,15 @@ def main(argv: list[str] | None = None) -> int:
     names = {t: NAMES[t] for t in args.targets}
     proxy = {}
     if args.proxy_modes:
-        for mode in PROXY_MODES:
+        for mode in args.proxy_modes:
             print(f"(a) with {mode} (fresh Ray)", flush=True)
             proxy[mode] = run_proxy_mode(args, mode)
-            if "clients" in proxy[mode]:
-                key = f"a_{mode}"
-                medians[key] = proxy[mode]["clients"]
-                memory[key] = proxy[mode]["memory_mb"]
-                names[key] = f"(a) {mode.replace('_', '-')}"
-            else:
+            for t, by_clients in proxy[mode].get("targets", {}).items():
+                key = f"{t}_{mode}"
+                medians[key] = by_clients
+                memory[key] = proxy[mode]["memory_mb"][t]
+                names[key] = f"{NAMES[t]}, {mode.replace('_', '-')}"
+            if "error" in proxy[mode]:
                 print(f"  failed: {proxy[mode]['error']}", flush=True)
     report = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
