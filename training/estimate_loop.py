@@ -54,7 +54,7 @@ def profile_worker(
     import ray
     import ray.train
 
-    from shipyard.training.loop import gather_predictions
+    from shipyard.training.loop import gather_predictions, predict_function
 
     out: dict = {
         "rank": hvd_tf.rank(),
@@ -74,7 +74,8 @@ def profile_worker(
 
     split = next((s for s in ("validation", "test") if s in splits), None)
     if split is not None:
-        out.update(eval_times(model, eval_batches, split, gather_predictions))
+        predict = predict_function(model)
+        out.update(eval_times(predict, eval_batches, split, gather_predictions))
     # The final evaluation reads the train shard once more: a new pass of Ray's streaming split,
     # which costs more per row than the evaluation splits' in-memory reads.
     out["train_read_rows"], out["train_read_seconds"] = read_pass(eval_batches, "train")
@@ -176,7 +177,7 @@ def read_pass(eval_batches, split: str) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
-def eval_times(model, eval_batches, split: str, gather_predictions) -> dict:
+def eval_times(predict, eval_batches, split: str, gather_predictions) -> dict:
     """One evaluation split as the Reporter evaluates it: the first pass (which traces the
     predict function), a pass that only reads (every rank reads the whole split and keeps its
     rows), and the median of a few steady passes; plus the rows this rank predicted."""
@@ -189,14 +190,14 @@ def eval_times(model, eval_batches, split: str, gather_predictions) -> dict:
             yield x, y
 
     started = time.perf_counter()
-    gather_predictions(model, counted())
+    gather_predictions(predict, counted())
     first = time.perf_counter() - started
     _, read = read_pass(eval_batches, split)
     steady = []
     for _ in range(EVAL_REPEATS):
         rows = 0
         started = time.perf_counter()
-        gather_predictions(model, counted())
+        gather_predictions(predict, counted())
         steady.append(time.perf_counter() - started)
     return {
         "eval_split": split,

@@ -368,15 +368,38 @@ def _pin_gpu(local_rank: int) -> None:
         tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
 
 
-def gather_predictions(model, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Every rank's predictions and labels for its shard, concatenated on every rank."""
+def predict_function(model: tf.keras.Model):
+    """The model's inference as one compiled function for every batch size: NumPy batches in,
+    NumPy probabilities out.
+
+    `predict_on_batch` traces again for each new batch shape: an evaluation split's short last
+    batch, the rows a rank owns, the one-row latency probe. Each trace costs more than
+    predicting a small split; this function is traced once, with the batch dimension open."""
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), model.input)
+    compiled = tf.function(lambda x: model(x, training=False), input_signature=[specs])
+
+    def predict(x) -> np.ndarray:
+        x = tf.nest.map_structure(
+            lambda v, spec: tf.convert_to_tensor(np.asarray(v, spec.dtype.as_numpy_dtype)),
+            x,
+            specs,
+        )
+        return compiled(x).numpy()
+
+    predict.width = int(model.outputs[0].shape[-1])
+    return predict
+
+
+def gather_predictions(predict, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's predictions (`predict_function`) and labels for its shard, concatenated on
+    every rank."""
     import horovod.tensorflow as hvd_tf
 
     probs, labels = [], []
     for x, y in dataset:
-        probs.append(model.predict_on_batch(x))
+        probs.append(predict(x))
         labels.append(np.asarray(y).reshape(-1))
-    width = int(model.outputs[0].shape[-1])
+    width = predict.width
     local_p = np.concatenate(probs) if probs else np.zeros((0, width), np.float32)
     local_y = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
     all_p = hvd_tf.allgather(tf.constant(local_p.astype(np.float32))).numpy()
@@ -412,6 +435,10 @@ class Reporter(tf.keras.callbacks.Callback):
     def resume_from(self, saved: CheckpointState) -> None:
         """The checkpoint training resumed from is the best so far until an epoch beats it."""
         self._track_best(saved.metrics, saved.epoch)
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.predict = predict_function(model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
@@ -463,7 +490,7 @@ class Reporter(tf.keras.callbacks.Callback):
     def _evaluate(self, split: str, prefix: str, confusion: bool = False) -> dict:
         from shipyard.training.metrics import classification_metrics, scalars
 
-        probs, labels = gather_predictions(self.model, self.eval_batches(split))
+        probs, labels = gather_predictions(self.predict, self.eval_batches(split))
         result = classification_metrics(probs, labels, self.num_classes)
         out = scalars(result, prefix)
         if confusion:
@@ -511,9 +538,9 @@ class Reporter(tf.keras.callbacks.Callback):
         return out
 
     def serving_cost(self) -> dict:
-        """Size of the kept model and the median latency of one single-row prediction through a
-        compiled function (how serving calls it), on one real row of an evaluation split. On
-        `cpus_per_worker: 1` that is one CPU thread. Rank 0 only: it reads a split no other
+        """Size of the kept model and the median latency of one single-row prediction through the
+        compiled predict function (how serving calls it), on one real row of an evaluation split.
+        On `cpus_per_worker: 1` that is one CPU thread. Rank 0 only: it reads a split no other
         rank is waiting on (evaluation splits are whole on every rank, not streamed shards)."""
         out = {"model_bytes": int(sum(w.numpy().nbytes for w in self.model.weights))}
         split = next((s for s in ("validation", "test") if s in self.splits), None)
@@ -521,12 +548,10 @@ class Reporter(tf.keras.callbacks.Callback):
             return out
         x, _ = next(self.eval_batches(split, owned_only=False))
         one = {k: v[:1] for k, v in x.items()} if isinstance(x, dict) else x[:1]
-        predict = tf.function(lambda inputs: self.model(inputs, training=False))
-        one = tf.nest.map_structure(tf.constant, one)
         times = []
         for i in range(LATENCY_WARMUP + LATENCY_CALLS):
             started = time.perf_counter()
-            predict(one)[0].numpy()
+            self.predict(one)
             if i >= LATENCY_WARMUP:
                 times.append(time.perf_counter() - started)
         out["latency_ms"] = float(np.median(times) * 1000)
