@@ -78,7 +78,8 @@ def quiet_v1_notices() -> None:
 
 
 def horovod_trainer() -> type[HorovodTrainer]:
-    """Ray Train's V1 `HorovodTrainer`, checked to be the real one."""
+    """Ray Train's V1 `HorovodTrainer`, checked to be the real one, as shipyard subclasses it
+    (`shipyard.training.horovod_trainer`: its trainable can be reused by the next trial)."""
     select_v1()
     import ray
     from ray.train.data_parallel_trainer import DataParallelTrainer
@@ -89,7 +90,9 @@ def horovod_trainer() -> type[HorovodTrainer]:
             f"Ray {ray.__version__} has no V1 HorovodTrainer; shipyard needs Ray Train's V1 API"
             f" (supported: ray=={SUPPORTED_RAY}, the version pyproject.toml pins)"
         )
-    return HorovodTrainer
+    from shipyard.training.horovod_trainer import HorovodTrainer as Reusable
+
+    return Reusable
 
 
 def new_horovod_trainer(

@@ -268,7 +268,9 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
         # random/grid generator takes its own limit (`_searcher`), and Tune warns that it ignores
         # max_concurrent_trials for it.
         max_concurrent_trials=None if t.search in ("random", "grid") else concurrency,
-        reuse_actors=False,
+        # A finished trial's coordinator actor (and its placement group) runs the next trial:
+        # shipyard.training.horovod_trainer. Its Horovod workers are new for every trial.
+        reuse_actors=True,
     )
     tuner = new_tuner(trainer, param_space=space, tune_config=tune_config, run_config=run_config)
     with _serving_metrics_come_last(t), interruptible():
