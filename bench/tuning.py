@@ -5,28 +5,28 @@ sequential `train` runs of the same configs.
         once as the cluster holds) with scheduler fifo and with asha: compute spent (sum of
         trial-epochs) and best val_accuracy of each. Target: asha <= 50% of fifo's trial-epochs,
         best within 1 point.
-    (b) overhead of each sweep: 1 - (sum of the trials' epoch_seconds) / (wall x concurrency),
-        i.e. the share of the sweep's CPU slots not spent inside the trials' epochs (start-up,
-        rendezvous, data loading, evaluation, bookkeeping). Runs fifo at each --lengths epoch
-        count too, to show how it changes with trial length. Target <= 20% for ~30 s trials.
-    (c) the fifo sweep's own configs as sequential `shipyard.training.train` runs (no
+    (b) overhead: 1 - (sum of the trials' epoch_seconds) / (wall x concurrency), i.e. the share
+        of the sweep's CPU slots not spent inside the trials' epochs (start-up, rendezvous, data
+        loading, evaluation, bookkeeping). Measured on fifo sweeps of --b-trials trials over
+        --b-rows rows at each --b-epochs epoch count, so the trial length varies; the longest
+        is about 30 s of training (the target's length: <= 20%). The wall is the sweep's whole
+        call, Ray's start and the corpus check included. A second share counts each epoch's
+        validation pass as inside the epoch too (as Keras's `fit` counts `validation_data`).
+    (c) the fifo sweep of (a)'s own configs as sequential `shipyard.training.train` runs (no
         publishing, like the sweep with promote off): ratio of wall times. With --sequential K
         below the trial count, K runs are timed and the total is extrapolated (said so).
 
-    .venv/bin/python bench/tuning.py                      # 16 trials, ~15-25 min on 2 cores
-    .venv/bin/python bench/tuning.py --trials 16 --sequential 6 --lengths ""
+    .venv/bin/python bench/tuning.py --sequential 4       # ~20 min on 2 cores
+    .venv/bin/python bench/tuning.py --only b             # (b) alone, ~8 min
 
 Results go to bench/results/tuning-<time>.json; the ratios are printed.
 
 Measured 2026-12-03 on this 2-core machine (`bench/tuning.py --sequential 4`, 14 min): 16
 trials of 12 epochs (4,000 rows, ~0.9 s an epoch), 2 at once, ASHA with reduction factor 3.
 (a) asha spent 89 trial-epochs, fifo 192 (ratio 0.46); best val_accuracy 0.928 vs 0.933 (-0.5
-points). (b) overhead share 63% (fifo; trials 22.6 s, ~11 s of it in epochs), 70% at 4 epochs,
-74% at 1 epoch; 48% for 8 trials of ~21.5 s of training each (16,000 rows, 8 epochs; run with
-`run_sweep` directly): a trial still pays ~14 s outside its epochs (workers' start and TensorFlow
-import, Horovod's rendezvous, tracing, the final evaluation) and Tune's gap between trials.
-(c) the fifo sweep's wall was 0.64x that of the same configs as sequential `train` runs (4
-timed, 22.7 s each, extrapolated to 16).
+points). (b) 48% for 8 trials of ~21.5 s of training each (16,000 rows, 8 epochs). (c) the
+fifo sweep's wall was 0.64x that of the same configs as sequential `train` runs (4 timed,
+extrapolated to 16). Later figures: the closing notes of issue #14.
 """
 
 from __future__ import annotations
@@ -74,20 +74,23 @@ def project_dict(args, name: str, scheduler: str, epochs: int) -> dict:
     }
 
 
-def run_sweep(args, scheduler: str, epochs: int) -> dict:
+def run_sweep(args, scheduler: str, epochs: int, *, rows: int, trials: int) -> dict:
     from shipyard.project import validate_project
     from shipyard.tuning import sweep
 
-    project = validate_project(project_dict(args, "bench_tuning", scheduler, epochs), "bench")
+    setup = argparse.Namespace(**{**vars(args), "rows": rows, "trials": trials})
+    project = validate_project(project_dict(setup, "bench_tuning", scheduler, epochs), "bench")
     started = time.perf_counter()
     result = sweep(project, out=io.StringIO())
     wall = time.perf_counter() - started
-    inside = sum(
-        float(row.get("epoch_seconds") or 0.0)
+    trained = [
+        row
         for t in result.trials
         for row in t.history
         if (row.get("epoch") or 0) > (row.get("resumed_from_epoch") or 0)
-    )
+    ]
+    inside = sum(float(row.get("epoch_seconds") or 0.0) for row in trained)
+    validating = sum(float(row.get("validation_seconds") or 0.0) for row in trained)
     best = result.best.score("val_accuracy") if result.best else float("nan")
     return {
         "scheduler": scheduler,
@@ -100,8 +103,12 @@ def run_sweep(args, scheduler: str, epochs: int) -> dict:
         "wall_seconds": round(wall, 1),
         "tune_wall_seconds": round(result.wall_seconds, 1),
         "concurrency": result.concurrency,
+        "rows": rows,
         "inside_epochs_seconds": round(inside, 1),
+        "validation_seconds": round(validating, 1),
         "overhead_share": 1 - inside / (wall * result.concurrency),
+        "overhead_share_validation_inside": 1 - (inside + validating) / (wall * result.concurrency),
+        "mean_training_seconds": round(inside / max(1, len(result.trials)), 1),
         "mean_trial_seconds": round(
             sum(t.seconds for t in result.trials) / max(1, len(result.trials)), 1
         ),
@@ -137,10 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduction-factor", type=float, default=3, help="ASHA's, for (a)")
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument(
-        "--lengths", default="1,4", help="more epoch counts for (b), comma-separated ('' for none)"
-    )
     parser.add_argument("--sequential", type=int, default=0, help="(c): time only K runs")
+    parser.add_argument("--b-rows", type=int, default=16000, help="(b)'s corpus: ~2.7 s an epoch")
+    parser.add_argument("--b-trials", type=int, default=8)
+    parser.add_argument(
+        "--b-epochs", default="2,5,11", help="(b)'s trial lengths in epochs, comma-separated"
+    )
+    parser.add_argument("--only", choices=["ac", "b"], help="run (a) and (c), or (b), alone")
     parser.add_argument("--workdir", type=Path, default=REPO / ".shipyard" / "bench_tuning")
     args = parser.parse_args(argv)
 
@@ -149,37 +159,51 @@ def main(argv: list[str] | None = None) -> int:
     select_v1()
     load_before = os.getloadavg()
     started = time.perf_counter()
-    fifo = run_sweep(args, "fifo", args.epochs)
-    print(f"fifo: {json.dumps({k: v for k, v in fifo.items() if k != 'configs'})}", flush=True)
-    asha = run_sweep(args, "asha", args.epochs)
-    print(f"asha: {json.dumps({k: v for k, v in asha.items() if k != 'configs'})}", flush=True)
-    lengths = [fifo]
-    for n in [int(x) for x in args.lengths.split(",") if x.strip()]:
-        if n != args.epochs:
-            lengths.append(run_sweep(args, "fifo", n))
-            print(f"fifo {n} epochs: overhead {lengths[-1]['overhead_share']:.1%}", flush=True)
-    sequential = run_sequential(args, fifo["configs"], args.epochs)
-    print(f"sequential: {json.dumps(sequential)}", flush=True)
+    fifo = asha = sequential = None
+    if args.only != "b":
+        fifo = run_sweep(args, "fifo", args.epochs, rows=args.rows, trials=args.trials)
+        print(f"fifo: {json.dumps({k: v for k, v in fifo.items() if k != 'configs'})}", flush=True)
+        asha = run_sweep(args, "asha", args.epochs, rows=args.rows, trials=args.trials)
+        print(f"asha: {json.dumps({k: v for k, v in asha.items() if k != 'configs'})}", flush=True)
+        sequential = run_sequential(args, fifo["configs"], args.epochs)
+        print(f"sequential: {json.dumps(sequential)}", flush=True)
+    lengths = []
+    if args.only != "ac":
+        for n in [int(x) for x in args.b_epochs.split(",") if x.strip()]:
+            r = run_sweep(args, "fifo", n, rows=args.b_rows, trials=args.b_trials)
+            lengths.append(r)
+            print(
+                f"(b) {n} epochs, {r['mean_training_seconds']} s of training a trial:"
+                f" overhead {r['overhead_share']:.1%}"
+                f" ({r['overhead_share_validation_inside']:.1%} with validation inside)",
+                flush=True,
+            )
 
-    ratios = {
-        "a_asha_over_fifo_trial_epochs": asha["trial_epochs"] / fifo["trial_epochs"],
-        "a_asha_minus_fifo_best_points": 100
-        * (asha["best_val_accuracy"] - fifo["best_val_accuracy"]),
-        "b_overhead_share_fifo": fifo["overhead_share"],
-        "b_overhead_share_asha": asha["overhead_share"],
-        "b_overhead_share_by_trial_seconds": {
-            f"{r['mean_trial_seconds']}s ({r['epochs']} epochs)": r["overhead_share"]
+    ratios = {}
+    if fifo is not None:
+        ratios["a_asha_over_fifo_trial_epochs"] = asha["trial_epochs"] / fifo["trial_epochs"]
+        ratios["a_asha_minus_fifo_best_points"] = 100 * (
+            asha["best_val_accuracy"] - fifo["best_val_accuracy"]
+        )
+        ratios["c_sweep_over_sequential_wall"] = fifo["wall_seconds"] / sequential["wall_seconds"]
+    if lengths:
+        ratios["b_overhead_share_by_training_seconds"] = {
+            f"{r['mean_training_seconds']}s ({r['epochs']} epochs)": r["overhead_share"]
             for r in lengths
-        },
-        "c_sweep_over_sequential_wall": fifo["wall_seconds"] / sequential["wall_seconds"],
-    }
+        }
+        ratios["b_overhead_share_validation_inside"] = {
+            f"{r['mean_training_seconds']}s ({r['epochs']} epochs)": r[
+                "overhead_share_validation_inside"
+            ]
+            for r in lengths
+        }
     report = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before},
         "setup": {k: str(v) for k, v in vars(args).items()},
         "fifo": fifo,
         "asha": asha,
-        "lengths": lengths[1:],
+        "b": lengths,
         "sequential": sequential,
         "ratios": ratios,
         "loadavg_after": os.getloadavg(),

@@ -469,7 +469,9 @@ class Reporter(tf.keras.callbacks.Callback):
             "optimizer_steps": int(self.model.optimizer.iterations.numpy()),
         }
         if "validation" in self.splits:
+            started = time.perf_counter()
             report.update(self._evaluate("validation", "val"))
+            report["validation_seconds"] = time.perf_counter() - started
         due = (epoch + 1) % self.tcfg.checkpoint_every == 0
         if due:
             self._track_best(report, epoch + 1)
