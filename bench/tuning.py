@@ -16,17 +16,20 @@ sequential `train` runs of the same configs.
         publishing, like the sweep with promote off): ratio of wall times. With --sequential K
         below the trial count, K runs are timed and the total is extrapolated (said so).
 
-    .venv/bin/python bench/tuning.py --sequential 4       # ~20 min on 2 cores
+    .venv/bin/python bench/tuning.py --sequential 4       # ~16 min on 2 cores
     .venv/bin/python bench/tuning.py --only b             # (b) alone, ~8 min
 
 Results go to bench/results/tuning-<time>.json; the ratios are printed.
 
-Measured 2026-12-03 on this 2-core machine (`bench/tuning.py --sequential 4`, 14 min): 16
-trials of 12 epochs (4,000 rows, ~0.9 s an epoch), 2 at once, ASHA with reduction factor 3.
-(a) asha spent 89 trial-epochs, fifo 192 (ratio 0.46); best val_accuracy 0.928 vs 0.933 (-0.5
-points). (b) 48% for 8 trials of ~21.5 s of training each (16,000 rows, 8 epochs). (c) the
-fifo sweep's wall was 0.64x that of the same configs as sequential `train` runs (4 timed,
-extrapolated to 16). Later figures: the closing notes of issue #14.
+Measured 2026-12-04 on this 2-core machine (`bench/tuning.py --sequential 4`, 12 min, then
+`--only b --b-epochs 14`): (a) 16 trials of 12 epochs (4,000 rows), 2 at once, ASHA with
+reduction factor 3: asha spent 92 trial-epochs, fifo 192 (ratio 0.48); best val_accuracy 0.928
+vs 0.933 (-0.5 points). (b) 8 trials over 16,000 rows: 65% at 7.1 s of training a trial, 49% at
+13.9 s, 35% at 23.3 s, 34% at 27.7 s (29% with validation inside). A trial still spends ~10 s
+outside its epochs (its workers' start and TensorFlow's import, ~3.5 s; Horovod's rendezvous;
+the first validation and the final evaluation), and ~2.5 s pass between one trial's workers
+and the next's. (c) the fifo sweep's wall was 0.55x that of the same configs as sequential
+`train` runs (4 timed, extrapolated to 16).
 """
 
 from __future__ import annotations
@@ -145,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--sequential", type=int, default=0, help="(c): time only K runs")
-    parser.add_argument("--b-rows", type=int, default=16000, help="(b)'s corpus: ~2.7 s an epoch")
+    parser.add_argument("--b-rows", type=int, default=16000, help="(b)'s corpus: ~2 s an epoch")
     parser.add_argument("--b-trials", type=int, default=8)
     parser.add_argument(
-        "--b-epochs", default="2,5,11", help="(b)'s trial lengths in epochs, comma-separated"
+        "--b-epochs", default="2,5,14", help="(b)'s trial lengths in epochs, comma-separated"
     )
     parser.add_argument("--only", choices=["ac", "b"], help="run (a) and (c), or (b), alone")
     parser.add_argument("--workdir", type=Path, default=REPO / ".shipyard" / "bench_tuning")
