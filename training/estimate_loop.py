@@ -54,7 +54,7 @@ def profile_worker(
     import ray
     import ray.train
 
-    from shipyard.training.loop import gather_predictions, predict_function
+    from shipyard.training.loop import CompiledPredict, gather_predictions
 
     out: dict = {
         "rank": hvd_tf.rank(),
@@ -74,7 +74,7 @@ def profile_worker(
 
     split = next((s for s in ("validation", "test") if s in splits), None)
     if split is not None:
-        predict = predict_function(model)
+        predict = CompiledPredict(model)
         out.update(eval_times(predict, eval_batches, split, gather_predictions))
     # The final evaluation reads the train shard once more: a new pass of Ray's streaming split,
     # which costs more per row than the evaluation splits' in-memory reads.

@@ -368,31 +368,32 @@ def _pin_gpu(local_rank: int) -> None:
         tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
 
 
-def predict_function(model: tf.keras.Model):
+class CompiledPredict:
     """The model's inference as one compiled function for every batch size: NumPy batches in,
     NumPy probabilities out.
 
     `predict_on_batch` traces again for each new batch shape: an evaluation split's short last
     batch, the rows a rank owns, the one-row latency probe. Each trace costs more than
     predicting a small split; this function is traced once, with the batch dimension open."""
-    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), model.input)
-    compiled = tf.function(lambda x: model(x, training=False), input_signature=[specs])
 
-    def predict(x) -> np.ndarray:
-        x = tf.nest.map_structure(
+    def __init__(self, model: tf.keras.Model):
+        self.specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), model.input)
+        self.width = int(model.outputs[0].shape[-1])  # probabilities per row
+        self._compiled = tf.function(
+            lambda x: model(x, training=False), input_signature=[self.specs]
+        )
+
+    def __call__(self, x) -> np.ndarray:
+        tensors = tf.nest.map_structure(
             lambda v, spec: tf.convert_to_tensor(np.asarray(v, spec.dtype.as_numpy_dtype)),
             x,
-            specs,
+            self.specs,
         )
-        return compiled(x).numpy()
-
-    predict.width = int(model.outputs[0].shape[-1])
-    return predict
+        return self._compiled(tensors).numpy()
 
 
-def gather_predictions(predict, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Every rank's predictions (`predict_function`) and labels for its shard, concatenated on
-    every rank."""
+def gather_predictions(predict: CompiledPredict, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's predictions and labels for its shard, concatenated on every rank."""
     import horovod.tensorflow as hvd_tf
 
     probs, labels = [], []
@@ -438,7 +439,7 @@ class Reporter(tf.keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        self.predict = predict_function(model)
+        self.predict = CompiledPredict(model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
