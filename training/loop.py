@@ -54,6 +54,10 @@ class TrainingDiverged(ShipyardError):
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """One rank's training run. `config["quiet"]` (a sweep's trials, unless --verbose): no Keras
+    line per epoch, since the sweep prints its own progress, and Horovod's own log only when
+    fatal. A trial the scheduler stops has its workers killed, and the surviving rank's Horovod
+    logs the closed connection as an error. A trial that really fails still reports its error."""
     from shipyard.training.ray_train_v1 import select_v1
 
     select_v1()
@@ -68,6 +72,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     from shipyard.training.horovod_backend import leave_together
 
+    if config.get("quiet"):
+        # A sweep's trial (see `quiet` below). Horovod reads its log level at its first message.
+        os.environ.setdefault("HOROVOD_LOG_LEVEL", "fatal")
     hvd.init()
     _pin_gpu(hvd.local_rank())
     # Where each rank runs, in rank order: reported so placement (PACK/SPREAD) is visible.
@@ -257,7 +264,7 @@ def train_loop_per_worker(config: dict) -> None:
             initial_epoch=start_epoch,
             epochs=tcfg.epochs,
             callbacks=callbacks,
-            verbose=2 if hvd.rank() == 0 else 0,
+            verbose=2 if hvd.rank() == 0 and not config.get("quiet") else 0,
         )
     except TrainingDiverged:
         leave_together()  # every rank raised at the same epoch: leave together, then fail

@@ -237,8 +237,16 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     splits = [s for s in ("train", "validation", "test") if corpus.rows(s)]
     # Read once for the sweep: every trial's workers take their shards from these blocks.
     datasets = {s: corpus.loaded_dataset(s) for s in splits}
+    from shipyard.verbosity import is_verbose
+
     trainer = build_trainer(
-        base, corpus, run_name=name, datasets=datasets, storage_path=base.runs_dir
+        base,
+        corpus,
+        run_name=name,
+        datasets=datasets,
+        storage_path=base.runs_dir,
+        # The sweep's progress line is its display: the trials' own output only when verbose.
+        loop_config={"quiet": not is_verbose()},
     )
     space = param_space(t.search_space, t.search)
     if resume:
