@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="also show Ray's own tables, INFO lines and warnings (any position before `--`)",
+        help=(
+            "also show Ray's own tables, INFO lines and warnings, and a sweep's trials' own"
+            " output (any position before `--`)"
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
