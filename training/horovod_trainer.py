@@ -34,18 +34,12 @@ class HorovodTrainer(_RayHorovodTrainer):
 
         class ReusableTrainTrainable(base):
             def setup(self, config, **trainer_kwargs):
-                # Ray merges the trial's config into these in place; keep them as they came
-                # (datasets by reference: they are the sweep's shared, read-once shards).
-                self._trainer_kwargs = {
-                    k: v if k == "datasets" else copy.deepcopy(v) for k, v in trainer_kwargs.items()
-                }
+                # Ray merges the trial's config into these in place; keep them as they came.
+                self._trainer_kwargs = _copied(trainer_kwargs)
                 super().setup(config, **trainer_kwargs)
 
             def reset_config(self, new_config):
-                kwargs = {
-                    k: v if k == "datasets" else copy.deepcopy(v)
-                    for k, v in self._trainer_kwargs.items()
-                }
+                kwargs = _copied(self._trainer_kwargs)
                 run_config = kwargs.pop("run_config", None)
                 merged = deep_update(kwargs, new_config, new_keys_allowed=True)
                 merged["run_config"] = run_config
@@ -56,3 +50,9 @@ class HorovodTrainer(_RayHorovodTrainer):
 
         ReusableTrainTrainable.__name__ = base.__name__
         return ReusableTrainTrainable
+
+
+def _copied(trainer_kwargs: dict) -> dict:
+    """A deep copy of the trainer's arguments, except the datasets: those stay by reference
+    (a sweep's shared, read-once shards)."""
+    return {k: v if k == "datasets" else copy.deepcopy(v) for k, v in trainer_kwargs.items()}

@@ -28,6 +28,7 @@ from shipyard.errors import ShipyardError, UserInputError, first_line
 from shipyard.project import Project
 from shipyard.temporary_env import temporary_env
 from shipyard.tuning.results import SERVING_METRICS, TrialSummary
+from shipyard.verbosity import is_verbose
 
 if TYPE_CHECKING:
     from shipyard.corpus.manifest import PreparedCorpus
@@ -227,7 +228,6 @@ def _check_same_sweep(path: str, project: Project, corpus: PreparedCorpus) -> No
 def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, out):
     from ray import tune
 
-    from shipyard.training.ray_train_v1 import interruptible
     from shipyard.training.trainer import build_trainer
     from shipyard.tuning.progress import DivergedStopper, SweepProgress
     from shipyard.tuning.space import param_space
@@ -237,8 +237,6 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     splits = [s for s in ("train", "validation", "test") if corpus.rows(s)]
     # Read once for the sweep: every trial's workers take their shards from these blocks.
     datasets = {s: corpus.loaded_dataset(s) for s in splits}
-    from shipyard.verbosity import is_verbose
-
     trainer = build_trainer(
         base,
         corpus,
@@ -250,9 +248,7 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
     )
     space = param_space(t.search_space, t.search)
     if resume:
-        tuner = restore_tuner(path, trainer, param_space=space)
-        with _serving_metrics_come_last(t), _no_snapshot_advice(), interruptible():
-            return tuner.fit()
+        return _fit(restore_tuner(path, trainer, param_space=space), t)
     metric, mode = t.goals[0]
     multi = len(t.goals) > 1
     trial_run = trainer.run_config
@@ -280,7 +276,15 @@ def _run(base: Project, corpus, name: str, path: str, concurrency: int, resume, 
         # shipyard.training.horovod_trainer. Its Horovod workers are new for every trial.
         reuse_actors=True,
     )
-    tuner = new_tuner(trainer, param_space=space, tune_config=tune_config, run_config=run_config)
+    return _fit(
+        new_tuner(trainer, param_space=space, tune_config=tune_config, run_config=run_config), t
+    )
+
+
+def _fit(tuner, t):
+    """`tuner.fit()` with the environment every sweep runs Tune in, new or resumed."""
+    from shipyard.training.ray_train_v1 import interruptible
+
     with _serving_metrics_come_last(t), _no_snapshot_advice(), interruptible():
         return tuner.fit()
 
@@ -303,8 +307,6 @@ def _no_snapshot_advice():
     with a retention limit by design. The snapshots cost the driver little: py-spy found it
     idle in Tune's loop, with under 0.2% of its samples in snapshots. Tune reads the threshold
     when `fit` starts."""
-    from shipyard.verbosity import is_verbose
-
     if is_verbose():
         yield
         return
