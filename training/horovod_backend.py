@@ -44,6 +44,26 @@ class SharedHostHorovodBackend(_HorovodBackend):
             for worker, hostname in zip(workers, originals, strict=True):
                 worker.metadata.hostname = hostname
 
+    def restart_rendezvous(self) -> None:
+        """A new Horovod run on the workers of the last one (`shipyard.training.kept_workers`):
+        the same rendezvous server with its store emptied, so no rank reads the last run's
+        addresses when it calls `hvd.init()` again."""
+        from horovod.runner.common.util import hosts
+
+        coordinator = self.coordinator
+        plan = hosts.get_host_assignments(
+            hosts.parse_hosts(coordinator.node_id_string), coordinator.world_size
+        )
+        coordinator.rendezvous.init(plan)
+
+    def on_shutdown(self, worker_group, backend_config):
+        # Ray's backend leaves its rendezvous server's thread serving; a trial actor that runs
+        # many trials would gather one per run.
+        rendezvous = getattr(getattr(self, "coordinator", None), "rendezvous", None)
+        if rendezvous is not None:
+            rendezvous.stop()
+        super().on_shutdown(worker_group, backend_config)
+
 
 @dataclasses.dataclass
 class SharedHostHorovodConfig(HorovodConfig):
