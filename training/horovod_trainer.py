@@ -7,8 +7,8 @@ few tens of seconds. Tune reuses a finished trial's actor for the next (`reuse_a
 trainable can reset to a new config, and Ray's V1 trainable says it can but keeps the config it
 merged for its first trial (`TrainTrainable._merged_config` is computed once, in `setup`), so a
 reused actor would train the first trial's hyperparameters again. This trainable merges the new
-trial's config on reset. The workers still start afresh for each trial: each trial is its own
-Horovod run, with its own rendezvous and its own worker processes.
+trial's config on reset, and a reused actor hands its last trial's workers to the next trial
+(`shipyard.training.kept_workers`): each trial is still its own Horovod run.
 """
 
 from __future__ import annotations
@@ -22,12 +22,21 @@ require_v1()  # subclasses Ray Train's V1 classes; imported only once training h
 from ray.train.horovod import HorovodTrainer as _RayHorovodTrainer  # noqa: E402
 from ray.tune.utils.util import deep_update  # noqa: E402
 
+from shipyard.training import kept_workers  # noqa: E402
+
 
 class HorovodTrainer(_RayHorovodTrainer):
     """`ray.train.horovod.HorovodTrainer` whose trainable resets correctly (see the module).
 
     Named like Ray's: Tune names trials and their folders after the trainer class
     (`HorovodTrainer_00000`)."""
+
+    _backend_executor_cls = kept_workers.ReusingBackendExecutor
+
+    def _run_training(self, training_iterator) -> None:
+        super()._run_training(training_iterator)
+        # Every rank returned and the run's results are reported: its workers are reusable.
+        training_iterator._backend_executor.keep_workers()
 
     def _generate_trainable_cls(self):
         base = super()._generate_trainable_cls()
@@ -47,6 +56,12 @@ class HorovodTrainer(_RayHorovodTrainer):
                 merged["scaling_config"] = self._merged_config["scaling_config"]
                 self._merged_config = merged
                 return super().reset_config(new_config)
+
+            def cleanup(self):
+                try:
+                    super().cleanup()
+                finally:
+                    kept_workers.release()
 
         ReusableTrainTrainable.__name__ = base.__name__
         return ReusableTrainTrainable
