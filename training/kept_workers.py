@@ -16,6 +16,7 @@ half-finished collective never carries over. The actor ends what it kept when Tu
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from ray.train._internal.worker_group import WorkerGroup  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-ALIVE_TIMEOUT_S = 30.0  # a kept worker that cannot answer a no-op in this long is not reused
+ALIVE_TIMEOUT_S = 30.0  # a kept worker that cannot collect its garbage in this long is not reused
 
 
 @dataclass
@@ -91,6 +92,11 @@ def release() -> None:
         return
     try:
         kept.backend.on_shutdown(kept.worker_group, kept.backend_config)
+        # Finalized now, the last run's Ray Data iterators close quietly; left to the exit, the
+        # owner's end interrupts them and every worker prints a SIGTERM traceback.
+        ray.get(kept.worker_group.execute_async(gc.collect), timeout=ALIVE_TIMEOUT_S)
+    except (RayActorError, GetTimeoutError):
+        pass  # a worker that died or hangs has nothing to finalize: it is killed below
     finally:
         kept.worker_group.shutdown()
 
@@ -106,17 +112,15 @@ def _take(shape: tuple) -> _Kept | None:
         release()
         return None
     try:
-        ray.get(kept.worker_group.execute_async(_alive), timeout=ALIVE_TIMEOUT_S)
+        # Also the check that every worker still answers: the last run's objects (its model, its
+        # shards' iterators) are collected before the next run builds its own.
+        ray.get(kept.worker_group.execute_async(gc.collect), timeout=ALIVE_TIMEOUT_S)
     except (RayActorError, GetTimeoutError) as exc:
         log.info("the last run's workers cannot be reused (%s); starting new ones", exc)
         release()
         return None
     _kept = None
     return kept
-
-
-def _alive() -> None:
-    pass
 
 
 def _set_data_context(ctx) -> None:
