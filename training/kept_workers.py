@@ -31,7 +31,7 @@ from ray.train._internal.worker_group import WorkerGroup  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-ALIVE_TIMEOUT_S = 30.0  # a kept worker that cannot collect its garbage in this long is not reused
+ANSWER_TIMEOUT_S = 30.0  # a worker that takes longer to answer a no-op is not kept or reused
 
 
 @dataclass
@@ -73,6 +73,15 @@ class ReusingBackendExecutor(BackendExecutor):
         # own group, outside Tune, removes it and them), and only after a clean run.
         if not (self._keep and self.is_started() and self._placement_group is None):
             return super().shutdown(graceful_termination)
+        try:
+            ray.get(self.worker_group.execute_async(_forget_last_run), timeout=ANSWER_TIMEOUT_S)
+        except (RayActorError, GetTimeoutError):
+            return super().shutdown(graceful_termination)
+        # The run's train-shard coordinators end now, as they do when their run's workers end:
+        # the kept workers' handles would keep them until this actor ends, which kills them
+        # mid-exit (a SIGTERM traceback from each).
+        for coordinator in _split_coordinators(self.dataset_shards):
+            coordinator.__ray_terminate__.remote()
         global _kept
         release()
         _kept = _Kept(self.worker_group, self._backend, self._backend_config, self._shape())
@@ -92,11 +101,6 @@ def release() -> None:
         return
     try:
         kept.backend.on_shutdown(kept.worker_group, kept.backend_config)
-        # Finalized now, the last run's Ray Data iterators close quietly; left to the exit, the
-        # owner's end interrupts them and every worker prints a SIGTERM traceback.
-        ray.get(kept.worker_group.execute_async(gc.collect), timeout=ALIVE_TIMEOUT_S)
-    except (RayActorError, GetTimeoutError):
-        pass  # a worker that died or hangs has nothing to finalize: it is killed below
     finally:
         kept.worker_group.shutdown()
 
@@ -112,15 +116,37 @@ def _take(shape: tuple) -> _Kept | None:
         release()
         return None
     try:
-        # Also the check that every worker still answers: the last run's objects (its model, its
-        # shards' iterators) are collected before the next run builds its own.
-        ray.get(kept.worker_group.execute_async(gc.collect), timeout=ALIVE_TIMEOUT_S)
+        ray.get(kept.worker_group.execute_async(_answer), timeout=ANSWER_TIMEOUT_S)
     except (RayActorError, GetTimeoutError) as exc:
         log.info("the last run's workers cannot be reused (%s); starting new ones", exc)
         release()
         return None
     _kept = None
     return kept
+
+
+def _split_coordinators(shards: list[dict] | None) -> list:
+    """The Ray Data actors that stream this run's splits to its workers (one per split)."""
+    found = {}
+    for per_worker in shards or []:
+        for iterator in per_worker.values():
+            actor = getattr(iterator, "_coord_actor", None)  # StreamSplitDataIterator's
+            if actor is not None:
+                found[actor._actor_id] = actor
+    return list(found.values())
+
+
+def _answer() -> None:
+    pass
+
+
+def _forget_last_run() -> None:
+    """Drop what the run left on this worker (Keras' session holds its model, the model its input
+    pipeline) and collect it, before the next run builds its own."""
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()
+    gc.collect()
 
 
 def _set_data_context(ctx) -> None:
