@@ -22,15 +22,21 @@ sequential `train` runs of the same configs.
 
 Results go to bench/results/tuning-<time>.json; the ratios are printed.
 
-Measured 2026-12-04 on this 2-core machine (`bench/tuning.py --sequential 4`, 12 min, then
-`--only b --b-epochs 14`): (a) 16 trials of 12 epochs (4,000 rows), 2 at once, ASHA with
-reduction factor 3: asha spent 92 trial-epochs, fifo 192 (ratio 0.48); best val_accuracy 0.928
-vs 0.933 (-0.5 points). (b) 8 trials over 16,000 rows: 65% at 7.1 s of training a trial, 49% at
-13.9 s, 35% at 23.3 s, 34% at 27.7 s (29% with validation inside). A trial still spends ~10 s
-outside its epochs (its workers' start and TensorFlow's import, ~3.5 s; Horovod's rendezvous;
-the first validation and the final evaluation), and ~2.5 s pass between one trial's workers
-and the next's. (c) the fifo sweep's wall was 0.55x that of the same configs as sequential
-`train` runs (4 timed, extrapolated to 16).
+Measured 2026-12-04 on this 2-core machine (`bench/tuning.py --sequential 4`, 12 min): (a) 16
+trials of 12 epochs (4,000 rows), 2 at once, ASHA with reduction factor 3: asha spent 92
+trial-epochs, fifo 192 (ratio 0.48); best val_accuracy 0.928 vs 0.933 (-0.5 points). (c) the
+fifo sweep's wall was 0.55x that of the same configs as sequential `train` runs (4 timed,
+extrapolated to 16).
+
+(b) measured 2026-12-08, after a trial started taking over the last trial's workers
+(`shipyard.training.kept_workers`), `--only b`: 50.3% at 7.7 s of training a trial, 34.1% at
+14.8 s, 20.2% at 35.5 s (16.1% with validation inside); the run before it, 19.6% at 33.8 s
+(15.5%). `--only b --b-trials 16 --b-epochs 12`: 23.1% at 27.5 s (19.1%). The same machine and
+bench before that change: 66.4% at 6.7 s, 28.3% at 32.0 s (23.3%). What is left at ~30 s, of
+16 trials' 558 CPU-slot seconds: 440 in epochs, 23 validating, ~19 between trials (Tune's
+hand-over, 0.7-2.2 s each), ~19 in the one slot idle while the other runs the last trial, ~22
+in the two first trials' worker start (process, imports, first trace; ~13 s each, a reused
+worker's trial spends ~2.5 s outside its epochs), the rest the sweep's start and end.
 """
 
 from __future__ import annotations

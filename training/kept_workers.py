@@ -31,7 +31,7 @@ from ray.train._internal.worker_group import WorkerGroup  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-ANSWER_TIMEOUT_S = 30.0  # a worker that takes longer to answer a no-op is not kept or reused
+ANSWER_TIMEOUT_S = 30.0  # a worker slower to answer (a no-op, a clean-up) is not kept or reused
 
 
 @dataclass
