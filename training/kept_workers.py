@@ -82,8 +82,7 @@ class ReusingBackendExecutor(BackendExecutor):
         # mid-exit (a SIGTERM traceback from each).
         for coordinator in _split_coordinators(self.dataset_shards):
             coordinator.__ray_terminate__.remote()
-        global _kept
-        release()
+        global _kept  # empty: this run's `start` took what its actor kept
         _kept = _Kept(self.worker_group, self._backend, self._backend_config, self._shape())
         self.worker_group = InactiveWorkerGroup()
         self.dataset_shards = None

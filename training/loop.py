@@ -86,9 +86,8 @@ def train_loop_per_worker(config: dict) -> None:
     corpus = _load_corpus(config["corpus_path"], config["corpus_content_hash"])
     mcfg = ModelConfig(**config["model"])
     tcfg = TrainingConfig(**config["training"])
-    # A sweep's worker may have run the actor's last trial (shipyard.training.kept_workers):
-    # nothing of that run's Keras state, precision policy or generators' positions carries over.
-    tf.keras.backend.clear_session()
+    # A sweep's worker may have run the actor's last trial (shipyard.training.kept_workers, which
+    # cleared its Keras session): neither its precision policy nor its generators carry over.
     mixed = tcfg.mixed_precision and tf.config.list_physical_devices("GPU")
     tf.keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     tf.keras.utils.set_random_seed(tcfg.seed)
