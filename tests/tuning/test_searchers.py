@@ -65,14 +65,14 @@ def test_pbt_exploits_a_checkpoint_and_goes_on_from_its_epoch(ray_local, project
     the trial that reports, only against the others' reports so far, and clones only a trial it
     checkpointed when that one reported as the better. With two close rates the one reporting
     tends to be the one just ahead, and nothing is exploited. Here the learning trial starts
-    first and an epoch takes long enough (4,000 rows) that the other reports again after it
+    first and an epoch takes long enough (8,000 rows) that the other reports again after it
     has been checkpointed, before its last epoch; in 0.25 s epochs it once ran three before the
     learner reported one."""
     project = project_factory(
         {
             **TINY,
             "name": "pbt",
-            "data": {**TINY["data"], "synthetic": {"rows": 4000, "seed": 3}},
+            "data": {**TINY["data"], "synthetic": {"rows": 8000, "seed": 3}},
             "training": {**TINY["training"], "epochs": 4},
             "tuning": {
                 "num_samples": 1,
